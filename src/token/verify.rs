@@ -1,0 +1,459 @@
+//! Checking a token: header, key, signature, then every claim.
+//!
+//! This is the stateless part. Revocation and single-use consumption need the
+//! store and are applied by the caller after these checks pass.
+
+use serde_json::{Map, Value};
+
+use super::claims::AccessClaims;
+use super::jws::{parse_header, JwsError, SigningAlg, VerifyingKey};
+use super::policy::{normalize_method, normalize_url};
+use super::types::{Audience, Scope};
+
+/// Finds a verifying key by `kid`.
+pub trait KeyLookup {
+    fn find(&self, kid: &str) -> Option<&VerifyingKey>;
+}
+
+/// Service-wide rules.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `iss` must equal this exactly.
+    pub issuer: String,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway: u64,
+}
+
+/// What the verifying party expects of the token.
+#[derive(Debug, Clone, Default)]
+pub struct Expectation {
+    pub audience: Option<Audience>,
+    pub scope: Scope,
+    pub method: Option<String>,
+    pub url: Option<String>,
+}
+
+/// Why a token was refused. Every message is safe to send to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    #[error("the token was not issued by this issuer")]
+    WrongIssuer,
+    #[error("the token is not addressed to the expected audience")]
+    WrongAudience,
+    #[error("the token does not carry every required scope")]
+    MissingScope,
+    #[error("the token is bound to another request method or URL")]
+    BindingMismatch,
+    #[error("the token is bound to a request: give its method and url")]
+    BindingRequired,
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the `{0}` claim has the wrong type")]
+    WrongClaimType(&'static str),
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the single-use token has already been used")]
+    AlreadyUsed,
+}
+
+/// Verifies `token` at time `now` and returns its claims.
+pub fn verify(
+    token: &str,
+    keys: &impl KeyLookup,
+    rules: &Rules,
+    expect: &Expectation,
+    now: u64,
+) -> Result<AccessClaims, VerifyError> {
+    let header = parse_header(token)?;
+    let key = keys.find(&header.kid).ok_or(JwsError::UnknownKey)?;
+    // The key pins the algorithm; the header may only agree with it.
+    if SigningAlg::parse(&header.alg) != Some(key.alg()) {
+        return Err(JwsError::AlgorithmMismatch.into());
+    }
+    let map = key.verify_signature(token)?;
+    let claims = read_claims(&map)?;
+    check_claims(&claims, rules, expect, now)?;
+    Ok(claims)
+}
+
+fn check_claims(
+    claims: &AccessClaims,
+    rules: &Rules,
+    expect: &Expectation,
+    now: u64,
+) -> Result<(), VerifyError> {
+    if claims.iss != rules.issuer {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if now >= claims.exp.saturating_add(rules.leeway) {
+        return Err(VerifyError::Expired);
+    }
+    if now.saturating_add(rules.leeway) < claims.nbf {
+        return Err(VerifyError::NotYetValid);
+    }
+    if now.saturating_add(rules.leeway) < claims.iat {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    if let Some(aud) = &expect.audience {
+        if claims.aud != aud.as_str() {
+            return Err(VerifyError::WrongAudience);
+        }
+    }
+    let granted = Scope::parse(claims.scope.as_deref().unwrap_or_default())
+        .map_err(|_| VerifyError::WrongClaimType("scope"))?;
+    if !expect.scope.is_subset(&granted) {
+        return Err(VerifyError::MissingScope);
+    }
+    match (&claims.htm, &claims.htu) {
+        (None, None) => {}
+        (Some(htm), Some(htu)) => {
+            let (Some(method), Some(url)) = (&expect.method, &expect.url) else {
+                return Err(VerifyError::BindingRequired);
+            };
+            let method = normalize_method(method).map_err(|_| VerifyError::BindingMismatch)?;
+            let url = normalize_url(url).map_err(|_| VerifyError::BindingMismatch)?;
+            if &method != htm || &url != htu {
+                return Err(VerifyError::BindingMismatch);
+            }
+        }
+        _ => return Err(VerifyError::MissingClaim("htm/htu")),
+    }
+    Ok(())
+}
+
+/// Reads the claims with their exact JSON types: a string where a number
+/// belongs (CVE-2026-25537's class of bug) is an error, not a skipped check.
+fn read_claims(map: &Map<String, Value>) -> Result<AccessClaims, VerifyError> {
+    Ok(AccessClaims {
+        iss: string(map, "iss")?,
+        sub: string(map, "sub")?,
+        aud: audience(map)?,
+        exp: number(map, "exp")?,
+        iat: number(map, "iat")?,
+        nbf: match map.get("nbf") {
+            None => 0,
+            Some(_) => number(map, "nbf")?,
+        },
+        jti: string(map, "jti").and_then(|j| {
+            if j.is_empty() {
+                Err(VerifyError::WrongClaimType("jti"))
+            } else {
+                Ok(j)
+            }
+        })?,
+        client_id: string(map, "client_id")?,
+        scope: optional_string(map, "scope")?,
+        once: match map.get("once") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(VerifyError::WrongClaimType("once")),
+        },
+        htm: optional_string(map, "htm")?,
+        htu: optional_string(map, "htu")?,
+    })
+}
+
+fn string(map: &Map<String, Value>, name: &'static str) -> Result<String, VerifyError> {
+    optional_string(map, name)?.ok_or(VerifyError::MissingClaim(name))
+}
+
+fn optional_string(
+    map: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, VerifyError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(VerifyError::WrongClaimType(name)),
+    }
+}
+
+fn number(map: &Map<String, Value>, name: &'static str) -> Result<u64, VerifyError> {
+    match map.get(name) {
+        None => Err(VerifyError::MissingClaim(name)),
+        Some(Value::Number(n)) => n.as_u64().ok_or(VerifyError::WrongClaimType(name)),
+        Some(_) => Err(VerifyError::WrongClaimType(name)),
+    }
+}
+
+/// We issue a single audience string; an array with exactly one entry is
+/// accepted too, since RFC 7519 allows it and it means the same.
+fn audience(map: &Map<String, Value>) -> Result<String, VerifyError> {
+    match map.get("aud") {
+        None => Err(VerifyError::MissingClaim("aud")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(s)] => Ok(s.clone()),
+            _ => Err(VerifyError::WrongClaimType("aud")),
+        },
+        Some(_) => Err(VerifyError::WrongClaimType("aud")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    use super::*;
+    use crate::token::clock::testing::{CountingRandom, FixedClock};
+    use crate::token::clock::Clock;
+    use crate::token::issue::{claims_for, sign};
+    use crate::token::jws::SigningKey;
+    use crate::token::policy::{Binding, Grant};
+    use crate::token::types::{ClientId, Ttl};
+
+    const ISS: &str = "https://auth.test";
+    const T0: u64 = 1_800_000_000;
+
+    struct Keys(HashMap<String, VerifyingKey>);
+    impl KeyLookup for Keys {
+        fn find(&self, kid: &str) -> Option<&VerifyingKey> {
+            self.0.get(kid)
+        }
+    }
+
+    struct Fixture {
+        key: SigningKey,
+        keys: Keys,
+        clock: FixedClock,
+        random: CountingRandom,
+        rules: Rules,
+    }
+
+    fn fixture() -> Fixture {
+        let (key, _) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
+        let keys = Keys(HashMap::from([(
+            key.kid().to_owned(),
+            key.verifying_key().clone(),
+        )]));
+        Fixture {
+            key,
+            keys,
+            clock: FixedClock::at(T0),
+            random: CountingRandom::default(),
+            rules: Rules {
+                issuer: ISS.into(),
+                leeway: 5,
+            },
+        }
+    }
+
+    fn grant(ttl: u64) -> Grant {
+        Grant {
+            audience: Audience::parse("ledger").expect("aud"),
+            scope: Scope::parse("read write").expect("scope"),
+            ttl: Ttl::new(ttl).expect("ttl"),
+            once: false,
+            bind: None,
+        }
+    }
+
+    fn expect_ledger() -> Expectation {
+        Expectation {
+            audience: Some(Audience::parse("ledger").expect("aud")),
+            ..Expectation::default()
+        }
+    }
+
+    impl Fixture {
+        fn issue(&self, grant: &Grant) -> String {
+            let client = ClientId::parse("billing").expect("id");
+            let claims =
+                claims_for(ISS, &client, grant, &self.clock, &self.random).expect("claims");
+            sign(&self.key, claims).expect("sign").token
+        }
+
+        fn check(&self, token: &str, expect: &Expectation) -> Result<AccessClaims, VerifyError> {
+            verify(token, &self.keys, &self.rules, expect, self.clock.now())
+        }
+
+        /// Re-signs arbitrary claims with the real key, as a forger with the
+        /// key would; used to probe claim checks behind a valid signature.
+        fn sign_raw(&self, claims: Value) -> String {
+            self.key.sign(&claims).expect("sign")
+        }
+    }
+
+    #[test]
+    fn a_fresh_token_verifies_with_its_claims() {
+        let f = fixture();
+        let token = f.issue(&grant(60));
+        let claims = f.check(&token, &expect_ledger()).expect("valid");
+        assert_eq!(claims.iss, ISS);
+        assert_eq!(claims.sub, "billing");
+        assert_eq!(claims.client_id, "billing");
+        assert_eq!(claims.aud, "ledger");
+        assert_eq!(claims.exp, T0 + 60);
+        assert_eq!(claims.iat, T0);
+        assert_eq!(claims.nbf, T0);
+        assert_eq!(claims.scope.as_deref(), Some("read write"));
+        assert_eq!(claims.jti.len(), 22);
+    }
+
+    #[test]
+    fn expiry_honours_leeway_to_the_second_and_no_more() {
+        let f = fixture();
+        let token = f.issue(&grant(60));
+        f.clock.advance(60 + 4);
+        assert!(f.check(&token, &expect_ledger()).is_ok(), "inside leeway");
+        f.clock.advance(1);
+        assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::Expired));
+    }
+
+    #[test]
+    fn not_before_and_issued_at_honour_leeway() {
+        let f = fixture();
+        let future = T0 + 10;
+        let mut claims = serde_json::json!({
+            "iss": ISS, "sub": "c", "aud": "ledger", "exp": future + 60,
+            "iat": T0, "nbf": future, "jti": "j", "client_id": "c"
+        });
+        let token = f.sign_raw(claims.clone());
+        assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::NotYetValid));
+        f.clock.advance(5);
+        assert!(f.check(&token, &expect_ledger()).is_ok(), "nbf within leeway");
+        claims["nbf"] = T0.into();
+        claims["iat"] = (T0 + 100).into();
+        let token = f.sign_raw(claims);
+        assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::IssuedInFuture));
+    }
+
+    #[test]
+    fn audience_issuer_and_scope_must_match() {
+        let f = fixture();
+        let token = f.issue(&grant(60));
+        let other = Expectation {
+            audience: Some(Audience::parse("payroll").expect("aud")),
+            ..Expectation::default()
+        };
+        assert_eq!(f.check(&token, &other), Err(VerifyError::WrongAudience));
+        let wants_admin = Expectation {
+            scope: Scope::parse("read admin").expect("scope"),
+            ..expect_ledger()
+        };
+        assert_eq!(f.check(&token, &wants_admin), Err(VerifyError::MissingScope));
+        let wants_read = Expectation {
+            scope: Scope::parse("read").expect("scope"),
+            ..expect_ledger()
+        };
+        assert!(f.check(&token, &wants_read).is_ok());
+        let strict = Rules {
+            issuer: format!("{ISS}/"),
+            leeway: 5,
+        };
+        assert_eq!(
+            verify(&token, &f.keys, &strict, &expect_ledger(), T0),
+            Err(VerifyError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn claims_of_the_wrong_json_type_are_refused() {
+        let f = fixture();
+        let base = serde_json::json!({
+            "iss": ISS, "sub": "c", "aud": "ledger", "exp": T0 + 60,
+            "iat": T0, "nbf": T0, "jti": "j", "client_id": "c"
+        });
+        for (name, value) in [
+            ("exp", Value::from((T0 + 60).to_string())),
+            ("nbf", Value::from("0")),
+            ("iat", Value::from(-1)),
+            ("exp", Value::from(1.5)),
+            ("jti", Value::from(7)),
+            ("aud", serde_json::json!(["ledger", "other"])),
+            ("once", Value::from("true")),
+        ] {
+            let mut claims = base.clone();
+            claims[name] = value;
+            let result = f.check(&f.sign_raw(claims), &expect_ledger());
+            assert_eq!(result, Err(VerifyError::WrongClaimType(name)), "{name}");
+        }
+        for name in ["exp", "iat", "jti", "iss", "aud"] {
+            let mut claims = base.clone();
+            claims.as_object_mut().expect("object").remove(name);
+            let result = f.check(&f.sign_raw(claims), &expect_ledger());
+            assert_eq!(result, Err(VerifyError::MissingClaim(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_header_never_chooses_the_algorithm() {
+        let f = fixture();
+        let token = f.issue(&grant(60));
+        let (_, rest) = token.split_once('.').expect("three parts");
+        for alg in ["none", "HS256", "RS256", "ES256"] {
+            let header = serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid()});
+            let encoded = URL_SAFE_NO_PAD.encode(header.to_string());
+            let forged = format!("{encoded}.{rest}");
+            assert_eq!(
+                f.check(&forged, &expect_ledger()),
+                Err(VerifyError::Jws(JwsError::AlgorithmMismatch)),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn tampered_payload_and_unknown_kid_are_refused() {
+        let f = fixture();
+        let token = f.issue(&grant(60));
+        let parts: Vec<&str> = token.split('.').collect();
+        let payload = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"iss": ISS, "sub": "x", "aud": "ledger", "exp": T0 + 9999,
+                "iat": T0, "jti": "j", "client_id": "x"})
+            .to_string(),
+        );
+        let forged = format!("{}.{}.{}", parts[0], payload, parts[2]);
+        assert_eq!(
+            f.check(&forged, &expect_ledger()),
+            Err(VerifyError::Jws(JwsError::BadSignature))
+        );
+        let (other, _) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
+        let foreign = other
+            .sign(&serde_json::json!({"iss": ISS}))
+            .expect("sign");
+        assert_eq!(
+            f.check(&foreign, &expect_ledger()),
+            Err(VerifyError::Jws(JwsError::UnknownKey))
+        );
+    }
+
+    #[test]
+    fn bound_tokens_need_the_same_method_and_url() {
+        let f = fixture();
+        let mut g = grant(60);
+        g.bind = Some(Binding::parse("POST", "https://ledger/pay").expect("bind"));
+        let token = f.issue(&g);
+        let with = |m: Option<&str>, u: Option<&str>| Expectation {
+            method: m.map(str::to_owned),
+            url: u.map(str::to_owned),
+            ..expect_ledger()
+        };
+        assert!(f
+            .check(&token, &with(Some("post"), Some("https://ledger/pay?x=1")))
+            .is_ok());
+        assert_eq!(
+            f.check(&token, &with(Some("GET"), Some("https://ledger/pay"))),
+            Err(VerifyError::BindingMismatch)
+        );
+        assert_eq!(
+            f.check(&token, &with(Some("POST"), Some("https://ledger/refund"))),
+            Err(VerifyError::BindingMismatch)
+        );
+        assert_eq!(
+            f.check(&token, &with(None, None)),
+            Err(VerifyError::BindingRequired)
+        );
+    }
+}
