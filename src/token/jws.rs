@@ -90,9 +90,7 @@ impl SigningKey {
     /// Generates a fresh key and returns it with its PKCS#8 v1 DER encoding,
     /// which is what the caller persists.
     pub fn generate(alg: SigningAlg) -> Result<(Self, Vec<u8>), KeyError> {
-        use aws_lc_rs::signature::{
-            EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-        };
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
         let err = |_| KeyError::Generate(alg);
         let der = match alg {
             SigningAlg::EdDSA => Ed25519KeyPair::generate()
@@ -278,7 +276,9 @@ pub fn parse_header(token: &str) -> Result<TokenHeader, JwsError> {
     }
     let (Some(Value::String(alg)), Some(Value::String(kid))) = (map.get("alg"), map.get("kid"))
     else {
-        return Err(JwsError::Malformed("the header needs string `alg` and `kid`"));
+        return Err(JwsError::Malformed(
+            "the header needs string `alg` and `kid`",
+        ));
     };
     Ok(TokenHeader {
         alg: alg.clone(),
@@ -316,7 +316,10 @@ mod tests {
             assert_eq!(header.kid, key.kid());
             // RFC 7638 SHA-256 thumbprint, base64url: 43 characters.
             assert_eq!(key.kid().len(), 43);
-            let claims = key.verifying_key().verify_signature(&token).expect("verify");
+            let claims = key
+                .verifying_key()
+                .verify_signature(&token)
+                .expect("verify");
             assert_eq!(claims["a"], 1);
             let again = SigningKey::from_pkcs8(alg, &der).expect("reload");
             assert_eq!(again.kid(), key.kid());
@@ -351,7 +354,8 @@ mod tests {
                 Err(JwsError::ForbiddenHeader(name.to_owned()))
             );
         }
-        let crit = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", "crit": ["exp"]});
+        let crit =
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", "crit": ["exp"]});
         assert_eq!(parse_header(&with_header(crit)), Err(JwsError::Critical));
         for typ in [Value::from("JWT"), Value::Null, Value::from(1)] {
             let h = serde_json::json!({"alg": "EdDSA", "typ": typ, "kid": "k"});
@@ -368,8 +372,19 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for t in ["", ".", "..", "a.b", "a.b.c.d", "!!!.b.c", &"a".repeat(9000)] {
-            assert!(matches!(parse_header(t), Err(JwsError::Malformed(_))), "{t:?}");
+        for t in [
+            "",
+            ".",
+            "..",
+            "a.b",
+            "a.b.c.d",
+            "!!!.b.c",
+            &"a".repeat(9000),
+        ] {
+            assert!(
+                matches!(parse_header(t), Err(JwsError::Malformed(_))),
+                "{t:?}"
+            );
         }
     }
 }

@@ -58,7 +58,9 @@ pub fn normalize_method(method: &str) -> Result<String, ParseError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     {
-        return Err(ParseError("method must be an HTTP method such as GET or POST"));
+        return Err(ParseError(
+            "method must be an HTTP method such as GET or POST",
+        ));
     }
     Ok(method.to_ascii_uppercase())
 }
@@ -134,12 +136,12 @@ pub fn authorize(
         Some(ttl) => ttl,
         // A default above a client's own ceiling is lowered to that ceiling:
         // the client asked for nothing in particular, so nothing is refused.
-        None => Ttl::new(limits.default_ttl.min(max).max(1)).map_err(|_| {
-            PolicyError::TtlAboveMax {
+        None => {
+            Ttl::new(limits.default_ttl.min(max).max(1)).map_err(|_| PolicyError::TtlAboveMax {
                 requested: limits.default_ttl,
                 max,
-            }
-        })?,
+            })?
+        }
     };
     Ok(Grant {
         audience: request.audience,
@@ -214,7 +216,11 @@ mod tests {
             })
         );
         assert_eq!(
-            authorize(&policy(Some(9999)), LIMITS, request("ledger", "", Some(3601))),
+            authorize(
+                &policy(Some(9999)),
+                LIMITS,
+                request("ledger", "", Some(3601))
+            ),
             Err(PolicyError::TtlAboveMax {
                 requested: 3601,
                 max: 3600

@@ -176,6 +176,12 @@ macro_rules! string_newtype_conversions {
                 value.0
             }
         }
+        impl std::str::FromStr for $ty {
+            type Err = ParseError;
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                Self::parse(value)
+            }
+        }
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -213,7 +219,10 @@ mod tests {
         assert!(Scope::parse("").expect("empty is valid").is_empty());
         assert!(Scope::parse("quote\"d").is_err());
         assert!(Scope::parse("back\\slash").is_err());
-        let many = (0..65).map(|i| format!("s{i}")).collect::<Vec<_>>().join(" ");
+        let many = (0..65)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(Scope::parse(&many).is_err());
     }
 

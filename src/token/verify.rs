@@ -320,13 +320,22 @@ mod tests {
             "iat": T0, "nbf": future, "jti": "j", "client_id": "c"
         });
         let token = f.sign_raw(claims.clone());
-        assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::NotYetValid));
+        assert_eq!(
+            f.check(&token, &expect_ledger()),
+            Err(VerifyError::NotYetValid)
+        );
         f.clock.advance(5);
-        assert!(f.check(&token, &expect_ledger()).is_ok(), "nbf within leeway");
+        assert!(
+            f.check(&token, &expect_ledger()).is_ok(),
+            "nbf within leeway"
+        );
         claims["nbf"] = T0.into();
         claims["iat"] = (T0 + 100).into();
         let token = f.sign_raw(claims);
-        assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::IssuedInFuture));
+        assert_eq!(
+            f.check(&token, &expect_ledger()),
+            Err(VerifyError::IssuedInFuture)
+        );
     }
 
     #[test]
@@ -342,7 +351,10 @@ mod tests {
             scope: Scope::parse("read admin").expect("scope"),
             ..expect_ledger()
         };
-        assert_eq!(f.check(&token, &wants_admin), Err(VerifyError::MissingScope));
+        assert_eq!(
+            f.check(&token, &wants_admin),
+            Err(VerifyError::MissingScope)
+        );
         let wants_read = Expectation {
             scope: Scope::parse("read").expect("scope"),
             ..expect_ledger()
@@ -420,9 +432,7 @@ mod tests {
             Err(VerifyError::Jws(JwsError::BadSignature))
         );
         let (other, _) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
-        let foreign = other
-            .sign(&serde_json::json!({"iss": ISS}))
-            .expect("sign");
+        let foreign = other.sign(&serde_json::json!({"iss": ISS})).expect("sign");
         assert_eq!(
             f.check(&foreign, &expect_ledger()),
             Err(VerifyError::Jws(JwsError::UnknownKey))

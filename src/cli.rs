@@ -1,0 +1,196 @@
+//! The command line: `serve` (the default) and the operator commands. Every
+//! command reads the same settings as the server. Command results go to
+//! stdout (only the secret, for `client add`); everything else to stderr.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::services::clients::{ClientEntry, ClientsFile};
+use crate::services::keys::KeySet;
+use crate::services::store::StoreHandle;
+use crate::settings::Settings;
+use crate::token::clock::{Clock, SystemClock, SystemRandom};
+use crate::token::types::{Audience, ClientId, ScopeToken};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auth-jit",
+    version,
+    about = "Just-in-time tokens for backend APIs"
+)]
+pub struct Cli {
+    /// A TOML config file (also AUTH_JIT_CONFIG); environment variables win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage registered clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Inspect signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its new secret alone on stdout.
+    Add(AddArgs),
+    /// List registered clients.
+    List,
+    /// Remove a client; its tokens stop verifying.
+    Remove { id: ClientId },
+    /// Revoke every token issued to a client up to now.
+    RevokeTokens { id: ClientId },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub id: ClientId,
+    /// Audiences the client may request tokens for.
+    #[arg(long = "audience", required = true, num_args = 1..)]
+    pub audiences: Vec<Audience>,
+    /// Scopes the client may request.
+    #[arg(long = "scope", num_args = 1..)]
+    pub scopes: Vec<ScopeToken>,
+    /// The client's own ceiling on token lifetime, in seconds.
+    #[arg(long)]
+    pub max_ttl: Option<u64>,
+    /// Allow token exchange (RFC 8693).
+    #[arg(long)]
+    pub exchange: bool,
+    /// Audiences this client serves (besides its own id): it may verify and
+    /// revoke tokens addressed to them.
+    #[arg(long = "receives", num_args = 1..)]
+    pub receives: Vec<Audience>,
+    /// Token requests per second for this client (0: unlimited).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys: kid, algorithm, creation time, which one signs.
+    List,
+}
+
+/// Runs an operator command (not `serve`).
+pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Result<()> {
+    let path = &settings.clients_file;
+    match command {
+        Command::Serve => unreachable_serve(),
+        Command::Client(ClientCommand::Add(args)) => {
+            if let Some(max) = args.max_ttl {
+                if max == 0 || max > settings.max_ttl {
+                    anyhow::bail!(
+                        "--max-ttl must be between 1 and AUTH_JIT_MAX_TTL ({})",
+                        settings.max_ttl
+                    );
+                }
+            }
+            let mut file = ClientsFile::read(path)?;
+            let secret = file.add(
+                ClientEntry {
+                    id: args.id.clone(),
+                    secret_sha256: None,
+                    audiences: args.audiences.into_iter().collect(),
+                    scopes: args.scopes.into_iter().collect(),
+                    max_ttl: args.max_ttl,
+                    exchange: args.exchange,
+                    rate_limit: args.rate_limit,
+                    receives: args.receives.into_iter().collect(),
+                    tokens_revoked_before: None,
+                },
+                &SystemRandom::new(),
+            )?;
+            file.write(path)?;
+            eprintln!(
+                "client {} added to {}; its secret (shown once):",
+                args.id,
+                path.display()
+            );
+            println!("{secret}");
+        }
+        Command::Client(ClientCommand::List) => {
+            let file = ClientsFile::read(path)?;
+            if file.clients.is_empty() {
+                eprintln!("no clients in {}", path.display());
+            }
+            for c in &file.clients {
+                let join = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        v.join(",")
+                    }
+                };
+                println!(
+                    "{}\taudiences={}\tscopes={}\tmax_ttl={}\texchange={}{}",
+                    c.id,
+                    join(c.audiences.iter().map(ToString::to_string).collect()),
+                    join(c.scopes.iter().map(ToString::to_string).collect()),
+                    c.max_ttl.map_or_else(|| "-".into(), |t| t.to_string()),
+                    c.exchange,
+                    c.tokens_revoked_before
+                        .map_or_else(String::new, |t| format!("\ttokens_revoked_before={t}")),
+                );
+            }
+        }
+        Command::Client(ClientCommand::Remove { id }) => {
+            let mut file = ClientsFile::read(path)?;
+            file.remove(&id)?;
+            file.write(path)?;
+            eprintln!("client {id} removed");
+        }
+        Command::Client(ClientCommand::RevokeTokens { id }) => {
+            let now = SystemClock.now();
+            let mut file = ClientsFile::read(path)?;
+            file.revoke_tokens(&id, now)?;
+            file.write(path)?;
+            // With Redis, also record the cut-off where every instance sees
+            // it at once, whatever copy of the clients file it has.
+            if settings.uses_redis() {
+                let store = StoreHandle::open(settings).await?;
+                let keep_until = now + settings.max_ttl + settings.leeway + 1;
+                store
+                    .revoke_client(id.as_str(), now, keep_until)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("recorded in the clients file, but not in Redis: {e}")
+                    })?;
+            }
+            eprintln!("every token issued to {id} up to now is revoked");
+        }
+        Command::Keys(KeysCommand::List) => {
+            let keys = KeySet::list(settings)?;
+            if keys.is_empty() {
+                eprintln!(
+                    "no keys yet in {}: the server creates one on first start",
+                    settings.data_dir.join("keys").display()
+                );
+            }
+            for k in keys {
+                println!(
+                    "{}\t{}\tcreated={}\t{}{}",
+                    k.kid,
+                    k.alg,
+                    k.created,
+                    if k.active { "active" } else { "verify-only" },
+                    if k.encrypted { "\tencrypted" } else { "" },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unreachable_serve() {
+    // `main` runs `serve` itself; nothing to do here.
+}

@@ -1,0 +1,235 @@
+//! The token service: the pure domain plus the things it cannot do alone —
+//! the key set, the store and the clock. Handlers of every API (ours and
+//! OAuth) call this, so rules live in one place.
+
+use std::sync::Arc;
+
+use crate::services::clients::{Client, Clients};
+use crate::services::keys::KeySet;
+use crate::services::store::{Party, StoreError, StoreHandle, TokenRef, TokenState};
+use crate::token::claims::AccessClaims;
+use crate::token::clock::{Clock, Random};
+use crate::token::issue::{self, IssuedToken};
+use crate::token::jws::JwsError;
+use crate::token::policy::{self, PolicyError, TokenRequest, TtlLimits};
+use crate::token::verify::{self, Expectation, Rules, VerifyError};
+
+/// Why a token operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
+    /// The store could not answer: whatever depends on it fails closed.
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+    /// The caller may not verify tokens for this audience.
+    #[error("this client does not receive tokens for that audience")]
+    NotReceiver,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// What to revoke.
+#[derive(Debug)]
+pub enum RevokeTarget<'a> {
+    Token(&'a str),
+    Jti(&'a str),
+}
+
+pub struct TokenService {
+    keys: Arc<KeySet>,
+    clients: Clients,
+    store: StoreHandle,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    rules: Rules,
+    limits: TtlLimits,
+}
+
+impl TokenService {
+    pub fn new(
+        keys: Arc<KeySet>,
+        clients: Clients,
+        store: StoreHandle,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        rules: Rules,
+        limits: TtlLimits,
+    ) -> Self {
+        Self {
+            keys,
+            clients,
+            store,
+            clock,
+            random,
+            rules,
+            limits,
+        }
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Entries about a token may go once it cannot verify any more.
+    fn keep_until(&self, exp: u64) -> u64 {
+        exp.saturating_add(self.rules.leeway).saturating_add(1)
+    }
+
+    /// Applies the client's policy and signs a token.
+    #[tracing::instrument(name = "token.issue", skip_all, fields(client_id = %client.id, aud = %request.audience))]
+    pub async fn issue(
+        &self,
+        client: &Client,
+        request: TokenRequest,
+    ) -> Result<IssuedToken, TokenError> {
+        let grant = policy::authorize(&client.policy, self.limits, request)?;
+        if grant.once {
+            // A single-use token is only worth issuing if it can be consumed:
+            // with the store down, refuse rather than hand out a token that
+            // no verifier could honour.
+            self.store.ping().await?;
+        }
+        let claims = issue::claims_for(
+            &self.rules.issuer,
+            &client.id,
+            &grant,
+            self.clock.as_ref(),
+            self.random.as_ref(),
+        )
+        .map_err(|_| TokenError::Internal("no randomness"))?;
+        let _sign = tracing::debug_span!("token.sign").entered();
+        issue::sign(self.keys.active(), claims).map_err(|_| TokenError::Internal("signing failed"))
+    }
+
+    /// Verifies a token for `caller`, which must receive its audience, then
+    /// checks revocation and, with `consume`, uses up a single-use token.
+    #[tracing::instrument(name = "token.verify", skip_all, fields(client_id = %caller.id))]
+    pub async fn verify(
+        &self,
+        caller: &Client,
+        token: &str,
+        expect: &Expectation,
+        consume: bool,
+    ) -> Result<AccessClaims, TokenError> {
+        if let Some(aud) = &expect.audience {
+            if !caller.receives(aud.as_str()) {
+                return Err(TokenError::NotReceiver);
+            }
+        }
+        let claims = {
+            let _span = tracing::debug_span!("token.check_signature").entered();
+            verify::verify(
+                token,
+                self.keys.as_ref(),
+                &self.rules,
+                expect,
+                self.clock.now(),
+            )?
+        };
+        // Deny by default: a token outlives neither its client's removal nor
+        // an operator's `client revoke-tokens`.
+        match self.clients.get(&claims.client_id) {
+            None => return Err(VerifyError::Revoked.into()),
+            Some(owner) if owner.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {
+                return Err(VerifyError::Revoked.into())
+            }
+            Some(_) => {}
+        }
+        let state = self
+            .store
+            .check(
+                TokenRef {
+                    jti: &claims.jti,
+                    client_id: &claims.client_id,
+                    aud: &claims.aud,
+                    iat: claims.iat,
+                    keep_until: self.keep_until(claims.exp),
+                    single_use: claims.is_single_use(),
+                },
+                consume,
+            )
+            .await?;
+        match state {
+            TokenState::Active => Ok(claims),
+            TokenState::Revoked => Err(VerifyError::Revoked.into()),
+            TokenState::AlreadyUsed => Err(VerifyError::AlreadyUsed.into()),
+        }
+    }
+
+    /// Revokes a token for `caller` (RFC 7009 semantics: unknown, invalid
+    /// or foreign tokens are ignored, not reported). Only its client or a
+    /// receiver of its audience can revoke it.
+    #[tracing::instrument(name = "token.revoke", skip_all, fields(client_id = %caller.id))]
+    pub async fn revoke(
+        &self,
+        caller: &Client,
+        target: RevokeTarget<'_>,
+    ) -> Result<bool, TokenError> {
+        match target {
+            RevokeTarget::Token(token) => {
+                // Signature and issuer must hold; expiry does not matter (an
+                // expired token needs no revocation, but is not an error).
+                let expect = Expectation::default();
+                let far_past = Rules {
+                    issuer: self.rules.issuer.clone(),
+                    leeway: u64::MAX / 4,
+                };
+                let claims = match verify::verify(
+                    token,
+                    self.keys.as_ref(),
+                    &far_past,
+                    &expect,
+                    self.clock.now(),
+                ) {
+                    Ok(claims) => claims,
+                    Err(VerifyError::Jws(JwsError::Malformed(_)) | _) => return Ok(false),
+                };
+                if claims.client_id != caller.id.as_str() && !caller.receives(&claims.aud) {
+                    return Ok(false);
+                }
+                if self.clock.now() >= self.keep_until(claims.exp) {
+                    return Ok(false);
+                }
+                self.store
+                    .revoke(&claims.jti, Party::Proven, self.keep_until(claims.exp))
+                    .await?;
+                Ok(true)
+            }
+            RevokeTarget::Jti(jti) => {
+                // Without the token we cannot tell whose it is: record it in
+                // the caller's name for every role the caller has. It lasts
+                // as long as any token can.
+                let keep_until =
+                    self.keep_until(self.clock.now().saturating_add(self.limits.max_ttl));
+                self.store
+                    .revoke(jti, Party::Client(caller.id.as_str()), keep_until)
+                    .await?;
+                for aud in &caller.receives {
+                    self.store
+                        .revoke(jti, Party::Audience(aud), keep_until)
+                        .await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Revokes every token issued to `client_id` up to now.
+    pub async fn revoke_client(&self, client_id: &str) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        let keep_until = self.keep_until(now.saturating_add(self.limits.max_ttl));
+        self.store.revoke_client(client_id, now, keep_until).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,518 @@
+//! One typed [`Settings`], layered: built-in defaults, then an optional
+//! config file (`--config` or `AUTH_JIT_CONFIG`), then `.env`, then
+//! `AUTH_JIT_*` environment variables; later wins.
+//!
+//! A wrong value stops start-up with one line that names the variable and
+//! says what it expects; secret values are never echoed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use config::{Config, ConfigError, Environment as EnvSource, File, FileFormat};
+use serde::Deserialize;
+
+use crate::token::jws::SigningAlg;
+
+/// Every variable name starts with this.
+pub const PREFIX: &str = "AUTH_JIT";
+
+/// Where the service runs; changes defaults that differ between a laptop and
+/// production (log format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[serde(alias = "development")]
+    Dev,
+    Test,
+    Staging,
+    #[serde(alias = "production")]
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A value that must never be printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
+/// The settings of the service and of every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub environment: Environment,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub issuer: String,
+    pub data_dir: PathBuf,
+    pub clients_file: PathBuf,
+    pub store_url: Secret,
+    pub store_prefix: String,
+    pub store_timeout_ms: u64,
+    pub default_ttl: u64,
+    pub max_ttl: u64,
+    pub leeway: u64,
+    pub signing_alg: SigningAlg,
+    pub otlp_endpoint: String,
+    /// 32 bytes that encrypt private keys at rest, if configured.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+    pub rate_limit: u32,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The key-encryption key: exactly 32 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyEncryptionKey(pub [u8; 32]);
+
+impl fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyEncryptionKey([redacted])")
+    }
+}
+
+/// The raw, layered values before validation.
+#[derive(Debug, Deserialize)]
+struct Raw {
+    host: String,
+    port: u16,
+    environment: Environment,
+    log_level: String,
+    log_format: Option<LogFormat>,
+    issuer: Option<String>,
+    data_dir: PathBuf,
+    clients_file: Option<PathBuf>,
+    store_url: Option<String>,
+    store_prefix: String,
+    store_timeout_ms: u64,
+    default_ttl: u64,
+    max_ttl: u64,
+    leeway: u64,
+    signing_alg: String,
+    otlp_endpoint: Option<String>,
+    key_encryption_key: Option<String>,
+    key_encryption_key_file: Option<PathBuf>,
+    rate_limit: u32,
+    max_body_bytes: usize,
+    request_timeout_secs: u64,
+    shutdown_timeout_secs: u64,
+}
+
+/// A setting that is wrong, named as the operator writes it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+fn bad(key: &str, what: impl fmt::Display) -> SettingsError {
+    SettingsError(format!("{PREFIX}_{}: {what}", key.to_ascii_uppercase()))
+}
+
+/// Settings whose values must not appear in error messages.
+const SECRET_KEYS: [&str; 2] = ["key_encryption_key", "store_url"];
+
+/// `(name, default)` of every setting, in the order of the README table.
+/// `None` means empty / unset by default.
+pub const DEFAULTS: &[(&str, Option<&str>)] = &[
+    ("host", Some("127.0.0.1")),
+    ("port", Some("8000")),
+    ("environment", Some("dev")),
+    ("log_level", Some("info")),
+    ("log_format", None),
+    ("issuer", None),
+    ("data_dir", Some("./data")),
+    ("clients_file", None),
+    ("store_url", None),
+    ("store_prefix", Some("auth-jit:")),
+    ("store_timeout_ms", Some("100")),
+    ("default_ttl", Some("60")),
+    ("max_ttl", Some("3600")),
+    ("leeway", Some("5")),
+    ("signing_alg", Some("EdDSA")),
+    ("otlp_endpoint", None),
+    ("key_encryption_key", None),
+    ("key_encryption_key_file", None),
+    ("rate_limit", Some("100")),
+    ("max_body_bytes", Some("16384")),
+    ("request_timeout_secs", Some("10")),
+    ("shutdown_timeout_secs", Some("10")),
+];
+
+impl Settings {
+    /// Loads `.env` (if present) into the environment, then layers every
+    /// source. `config_file` wins over `AUTH_JIT_CONFIG`.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(SettingsError(format!(".env: {e}"))),
+        }
+        let env_file = std::env::var_os(format!("{PREFIX}_CONFIG")).map(PathBuf::from);
+        let file = config_file.map(Path::to_path_buf).or(env_file);
+        Self::from_sources(file.as_deref(), std::env::vars())
+    }
+
+    /// Layers defaults, `file` and the given environment. Used by [`load`]
+    /// and by tests, which pass their own environment.
+    ///
+    /// [`load`]: Settings::load
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder();
+        for (key, default) in DEFAULTS {
+            if let Some(value) = default {
+                builder = builder.set_default(*key, *value).map_err(|e| bad(key, e))?;
+            }
+        }
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError(format!(
+                    "{PREFIX}_CONFIG: no config file at {}",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        // Only our prefix, and empty values count as unset.
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, v)| k.starts_with(&format!("{PREFIX}_")) && !v.is_empty())
+            .collect();
+        builder = builder.add_source(
+            EnvSource::with_prefix(PREFIX)
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let raw: Raw = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(describe)?;
+        raw.validate()
+    }
+
+    /// `host:port` to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// Whether an external store (Redis) is configured.
+    pub fn uses_redis(&self) -> bool {
+        !self.store_url.is_empty()
+    }
+}
+
+/// Turns a `config` error into one line naming the variable.
+fn describe(error: ConfigError) -> SettingsError {
+    match error {
+        ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => {
+            if SECRET_KEYS.contains(&key.as_str()) {
+                bad(&key, format_args!("expected {expected}"))
+            } else {
+                bad(&key, format_args!("expected {expected}, got {unexpected}"))
+            }
+        }
+        ConfigError::Message(m) => {
+            // serde's messages for enums and missing fields name the field
+            // in backticks; keep them, they carry no value.
+            SettingsError(format!("invalid settings: {m}"))
+        }
+        other => SettingsError(format!("invalid settings: {other}")),
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Raw {
+    fn validate(self) -> Result<Settings, SettingsError> {
+        let host: IpAddr = self.host.parse().map_err(|_| {
+            bad(
+                "host",
+                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
+            )
+        })?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(bad(
+                "log_level",
+                "expected a level (error, warn, info, debug, trace) or tracing directives",
+            ));
+        }
+        let signing_alg = SigningAlg::parse(&self.signing_alg).ok_or_else(|| {
+            let names: Vec<_> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
+            bad(
+                "signing_alg",
+                format_args!("expected one of {}", names.join(", ")),
+            )
+        })?;
+        if self.max_ttl == 0 {
+            return Err(bad("max_ttl", "expected a positive number of seconds"));
+        }
+        if self.default_ttl == 0 {
+            return Err(bad("default_ttl", "expected a positive number of seconds"));
+        }
+        if self.default_ttl > self.max_ttl {
+            return Err(bad(
+                "default_ttl",
+                format_args!(
+                    "{} exceeds {PREFIX}_MAX_TTL ({})",
+                    self.default_ttl, self.max_ttl
+                ),
+            ));
+        }
+        if self.max_ttl > 86_400 {
+            return Err(bad(
+                "max_ttl",
+                "expected at most 86400 seconds: just-in-time tokens are short-lived",
+            ));
+        }
+        if self.leeway > 300 {
+            return Err(bad("leeway", "expected at most 300 seconds"));
+        }
+        if self.store_timeout_ms == 0 || self.store_timeout_ms > 60_000 {
+            return Err(bad("store_timeout_ms", "expected 1 to 60000 milliseconds"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max_body_bytes", "expected at least 1024 bytes"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(bad("request_timeout_secs", "expected at least 1 second"));
+        }
+        let issuer = match non_empty(self.issuer) {
+            Some(issuer) => {
+                let url = url::Url::parse(&issuer)
+                    .map_err(|_| bad("issuer", "expected an absolute http or https URL"))?;
+                if !matches!(url.scheme(), "http" | "https")
+                    || url.query().is_some()
+                    || url.fragment().is_some()
+                {
+                    return Err(bad(
+                        "issuer",
+                        "expected an http or https URL without query or fragment",
+                    ));
+                }
+                issuer
+            }
+            None => match host {
+                IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.port),
+                IpAddr::V4(v4) => format!("http://{v4}:{}", self.port),
+            },
+        };
+        let store_url = non_empty(self.store_url).unwrap_or_default();
+        if !store_url.is_empty() {
+            let scheme_ok = url::Url::parse(&store_url)
+                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                .unwrap_or(false);
+            if !scheme_ok {
+                return Err(bad(
+                    "store_url",
+                    "expected empty (embedded store) or a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        let key_encryption_key = match (
+            non_empty(self.key_encryption_key),
+            self.key_encryption_key_file
+                .filter(|p| !p.as_os_str().is_empty()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "key_encryption_key",
+                    format_args!("set either it or {PREFIX}_KEY_ENCRYPTION_KEY_FILE, not both"),
+                ))
+            }
+            (Some(value), None) => Some(parse_kek("key_encryption_key", &value)?),
+            (None, Some(path)) => {
+                let value = std::fs::read_to_string(&path).map_err(|e| {
+                    bad(
+                        "key_encryption_key_file",
+                        format_args!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                Some(parse_kek("key_encryption_key_file", value.trim())?)
+            }
+            (None, None) => None,
+        };
+        let clients_file = self
+            .clients_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| self.data_dir.join("clients.toml"));
+        let log_format = self.log_format.unwrap_or(match self.environment {
+            Environment::Prod | Environment::Staging => LogFormat::Json,
+            Environment::Dev | Environment::Test => LogFormat::Text,
+        });
+        Ok(Settings {
+            host,
+            port: self.port,
+            environment: self.environment,
+            log_level: self.log_level,
+            log_format,
+            issuer,
+            data_dir: self.data_dir,
+            clients_file,
+            store_url: Secret::new(store_url),
+            store_prefix: self.store_prefix,
+            store_timeout_ms: self.store_timeout_ms,
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+            leeway: self.leeway,
+            signing_alg,
+            otlp_endpoint: non_empty(self.otlp_endpoint).unwrap_or_default(),
+            key_encryption_key,
+            rate_limit: self.rate_limit,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout_secs: self.request_timeout_secs,
+            shutdown_timeout_secs: self.shutdown_timeout_secs,
+        })
+    }
+}
+
+fn parse_kek(key: &str, value: &str) -> Result<KeyEncryptionKey, SettingsError> {
+    STANDARD
+        .decode(value)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .map(KeyEncryptionKey)
+        .ok_or_else(|| {
+            bad(
+                key,
+                "expected 32 bytes in standard base64 (openssl rand -base64 32)",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_sources(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn error(vars: &[(&str, &str)]) -> String {
+        match load(vars) {
+            Ok(s) => panic!("accepted: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = load(&[]).expect("defaults are valid");
+        assert_eq!(s.listen_addr().to_string(), "127.0.0.1:8000");
+        assert_eq!(s.issuer, "http://127.0.0.1:8000");
+        assert_eq!(s.environment, Environment::Dev);
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.clients_file, PathBuf::from("./data/clients.toml"));
+        assert!(!s.uses_redis());
+        assert_eq!((s.default_ttl, s.max_ttl, s.leeway), (60, 3600, 5));
+        assert_eq!(s.signing_alg, SigningAlg::EdDSA);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(s.key_encryption_key.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = load(&[
+            ("AUTH_JIT_PORT", "9001"),
+            ("AUTH_JIT_HOST", "0.0.0.0"),
+            ("AUTH_JIT_DEFAULT_TTL", "30"),
+            ("AUTH_JIT_SIGNING_ALG", "ES256"),
+            ("AUTH_JIT_ENVIRONMENT", "prod"),
+            ("AUTH_JIT_ISSUER", "https://auth.example"),
+            ("AUTH_JIT_STORE_URL", "redis://127.0.0.1:6379/0"),
+            ("OTHER_PORT", "1"),
+        ])
+        .expect("valid");
+        assert_eq!(s.port, 9001);
+        assert_eq!(s.default_ttl, 30);
+        assert_eq!(s.signing_alg, SigningAlg::ES256);
+        assert_eq!(s.issuer, "https://auth.example");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.uses_redis());
+    }
+
+    #[test]
+    fn wrong_values_name_their_variable() {
+        assert!(error(&[("AUTH_JIT_PORT", "abc")]).starts_with("AUTH_JIT_PORT:"));
+        assert!(error(&[("AUTH_JIT_PORT", "70000")]).starts_with("AUTH_JIT_PORT:"));
+        assert!(error(&[("AUTH_JIT_DEFAULT_TTL", "-5")]).starts_with("AUTH_JIT_DEFAULT_TTL:"));
+        assert!(error(&[("AUTH_JIT_DEFAULT_TTL", "7200")]).contains("AUTH_JIT_MAX_TTL"));
+        assert!(error(&[("AUTH_JIT_MAX_TTL", "0")]).starts_with("AUTH_JIT_MAX_TTL:"));
+        assert!(error(&[("AUTH_JIT_HOST", "localhost:1")]).starts_with("AUTH_JIT_HOST:"));
+        assert!(error(&[("AUTH_JIT_SIGNING_ALG", "HS256")]).starts_with("AUTH_JIT_SIGNING_ALG:"));
+        assert!(error(&[("AUTH_JIT_ISSUER", "ftp://x")]).starts_with("AUTH_JIT_ISSUER:"));
+        assert!(error(&[("AUTH_JIT_LOG_LEVEL", "loud[")]).starts_with("AUTH_JIT_LOG_LEVEL:"));
+        assert!(error(&[("AUTH_JIT_ENVIRONMENT", "moon")]).contains("environment"));
+    }
+
+    #[test]
+    fn secrets_are_checked_but_never_echoed() {
+        let msg = error(&[("AUTH_JIT_KEY_ENCRYPTION_KEY", "c2hvcnQ=")]);
+        assert!(msg.starts_with("AUTH_JIT_KEY_ENCRYPTION_KEY:"));
+        assert!(!msg.contains("c2hvcnQ"));
+        let msg = error(&[("AUTH_JIT_STORE_URL", "http://user:hunter2@x")]);
+        assert!(msg.starts_with("AUTH_JIT_STORE_URL:") && !msg.contains("hunter2"));
+        let kek = STANDARD.encode([7u8; 32]);
+        let s = load(&[("AUTH_JIT_KEY_ENCRYPTION_KEY", &kek)]).expect("valid kek");
+        assert_eq!(s.key_encryption_key, Some(KeyEncryptionKey([7u8; 32])));
+        assert!(!format!("{s:?}").contains(&kek));
+    }
+
+    #[test]
+    fn a_config_file_sits_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth-jit.toml");
+        std::fs::write(&path, "port = 7000\nleeway = 2\n").expect("write");
+        let s = Settings::from_sources(
+            Some(&path),
+            [("AUTH_JIT_PORT".to_string(), "7001".to_string())],
+        )
+        .expect("valid");
+        assert_eq!((s.port, s.leeway), (7001, 2));
+        let missing = Settings::from_sources(Some(&dir.path().join("nope.toml")), []);
+        assert!(missing.is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! `GET /api/health` (the process is up) and `GET /api/ready` (it can do its
+//! job: keys loaded, clients file readable, store answering).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::web::application::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+}
+
+/// Liveness: answers while the process serves requests.
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    #[schema(example = "ok")]
+    pub keys: &'static str,
+    #[schema(example = "ok")]
+    pub clients: &'static str,
+    #[schema(example = "ok")]
+    pub store: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or absent when not ready (then `error` is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+    /// `embedded` or `redis`.
+    pub store_kind: &'static str,
+    pub checks: Checks,
+}
+
+/// Readiness: 200 when keys are loaded, the clients file is readable and
+/// the store answers; 503 (`temporarily_unavailable`) otherwise.
+#[utoipa::path(get, path = "/api/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; `checks` says why", body = Readiness),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let store_ok = state.tokens.store().ping().await.is_ok();
+    let clients_ok = state.clients.is_healthy();
+    let checks = Checks {
+        keys: "ok",
+        clients: if clients_ok { "ok" } else { "unreadable" },
+        store: if store_ok { "ok" } else { "unreachable" },
+    };
+    let store_kind = state.tokens.store().kind();
+    if store_ok && clients_ok {
+        Json(Readiness {
+            status: Some("ready"),
+            error: None,
+            error_description: None,
+            store_kind,
+            checks,
+        })
+        .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(Readiness {
+                status: None,
+                error: Some("temporarily_unavailable"),
+                error_description: Some("not ready: see checks".into()),
+                store_kind,
+                checks,
+            }),
+        )
+            .into_response()
+    }
+}

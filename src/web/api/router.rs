@@ -1,0 +1,154 @@
+//! The router: every API route is registered through utoipa's
+//! `OpenApiRouter`, so nothing is served undocumented; then Swagger UI, the
+//! landing page, JSON errors for whatever a layer answers, and the layers.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::error::ApiError;
+use super::{health, token, wellknown};
+use crate::web::application::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "auth-jit",
+        description = "Just-in-time, audience-scoped, optionally single-use tokens for backend APIs.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BasicAuth),
+    tags(
+        (name = "tokens", description = "Issue, verify and revoke JIT tokens"),
+        (name = "keys", description = "Public signing keys"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BasicAuth;
+
+impl Modify for BasicAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basicAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "client_id and client_secret from `auth-jit client add`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The documented API routes and their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(token::issue))
+        .routes(routes!(token::verify))
+        .routes(routes!(token::revoke))
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .split_for_parts()
+}
+
+/// The whole application with its layers.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    let body_limit = state.settings.max_body_bytes;
+    api.route("/", get(landing))
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                // Method and route pattern only: never the raw URI (queries)
+                // and never headers (Authorization).
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    http.method = %request.method(),
+                    http.route = route,
+                    request_id,
+                    client_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+}
+
+async fn landing() -> Html<&'static str> {
+    Html(include_str!("../../../static/index.html"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Layers (body limit, timeout) answer with a bare status; give every error
+/// the one JSON shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let mut replaced = ApiError::from_status(status).into_response();
+        *replaced.status_mut() = status;
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            replaced.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return replaced;
+    }
+    response
+}

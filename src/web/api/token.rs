@@ -1,0 +1,305 @@
+//! `POST /api/token`, `POST /api/token/verify`, `POST /api/token/revoke`:
+//! our JSON API for issuing, checking and revoking JIT tokens.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, BasicClient};
+use crate::services::tokens::{RevokeTarget, TokenError};
+use crate::token::claims::AccessClaims;
+use crate::token::policy::{Binding, TokenRequest};
+use crate::token::types::{Audience, Scope, Ttl};
+use crate::token::verify::Expectation;
+use crate::web::application::AppState;
+
+/// Binds a token to one HTTP request (checked at verify).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindBody {
+    /// HTTP method, e.g. `POST`.
+    #[schema(example = "POST")]
+    pub method: String,
+    /// Absolute http(s) URL; query and fragment are ignored.
+    #[schema(example = "https://ledger.internal/v1/payments")]
+    pub url: String,
+}
+
+/// A request for a JIT token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    /// The API the token is for; must be registered for the client.
+    #[schema(example = "ledger")]
+    pub audience: String,
+    /// Space-separated scopes, each registered for the client. Absent: none.
+    #[schema(example = "read")]
+    pub scope: Option<String>,
+    /// Lifetime in seconds; default `AUTH_JIT_DEFAULT_TTL`. Above the
+    /// client's or the global maximum it is refused, never shortened.
+    #[schema(example = 60, minimum = 1)]
+    pub ttl: Option<u64>,
+    /// Single-use: the first successful verification consumes it.
+    #[serde(default)]
+    pub once: bool,
+    /// Optional request binding (`htm`/`htu` claims).
+    pub bind: Option<BindBody>,
+}
+
+/// An issued token (RFC 6749 §5.1 shape).
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT (`typ: at+jwt`).
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    #[schema(example = 60)]
+    pub expires_in: u64,
+    /// Granted scopes, space separated (empty when none).
+    #[schema(example = "read")]
+    pub scope: String,
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
+pub fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn parse_issue(body: IssueBody) -> Result<TokenRequest, ApiError> {
+    let audience = Audience::parse(&body.audience)
+        .map_err(|e| ApiError::InvalidRequest(format!("audience: {e}")))?;
+    let scope = Scope::parse(body.scope.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    let ttl = body
+        .ttl
+        .map(Ttl::new)
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(format!("ttl: {e}")))?;
+    let bind = body
+        .bind
+        .map(|b| Binding::parse(&b.method, &b.url))
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(format!("bind: {e}")))?;
+    Ok(TokenRequest {
+        audience,
+        scope,
+        ttl,
+        once: body.once,
+        bind,
+    })
+}
+
+/// Issue a JIT token.
+///
+/// The caller authenticates as a registered client with HTTP Basic. The
+/// token is for one audience and the requested scopes, lives `ttl` seconds
+/// and, with `once`, works for exactly one verification.
+#[utoipa::path(
+    post,
+    path = "/api/token",
+    tag = "tokens",
+    request_body = IssueBody,
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Token issued", body = TokenResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request, invalid_scope or invalid_target", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable (single-use tokens only)", body = ErrorBody),
+    )
+)]
+pub async fn issue(
+    State(state): State<AppState>,
+    BasicClient(client): BasicClient,
+    ApiJson(body): ApiJson<IssueBody>,
+) -> Result<Response, ApiError> {
+    state
+        .rate_limits
+        .check(client.id.as_str(), client.rate_limit)
+        .map_err(|retry_after| {
+            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, reason = "rate_limited");
+            ApiError::TooManyRequests { retry_after }
+        })?;
+    let request = parse_issue(body).inspect_err(|e| {
+        tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, reason = %e);
+    })?;
+    let audience = request.audience.clone();
+    let issued = match state.tokens.issue(&client, request).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, aud = %audience, reason = %e);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        target: "audit",
+        event = "token_issued",
+        client_id = %client.id,
+        aud = %issued.claims.aud,
+        jti = %issued.claims.jti,
+        exp = issued.claims.exp,
+        once = issued.claims.is_single_use(),
+    );
+    let response = TokenResponse {
+        expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+        scope: issued.claims.scope.clone().unwrap_or_default(),
+        access_token: issued.token,
+        token_type: "Bearer",
+    };
+    Ok(no_store(Json(response).into_response()))
+}
+
+/// What a receiving API asks about a token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    /// The token to check.
+    pub token: String,
+    /// The audience the caller expects; the caller must receive it (its own
+    /// client id, or one listed in its `receives`).
+    #[schema(example = "ledger")]
+    pub audience: String,
+    /// Space-separated scopes that must all be in the token.
+    pub scope: Option<String>,
+    /// The method of the request the token came with (bound tokens).
+    pub method: Option<String>,
+    /// The URL of the request the token came with (bound tokens).
+    pub url: Option<String>,
+}
+
+/// A token that verified.
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResponse {
+    /// Always true: anything else is an error response.
+    pub active: bool,
+    pub claims: AccessClaims,
+}
+
+/// Verify a token, consuming it if it is single-use.
+///
+/// Checks signature (algorithm pinned to our key), `typ`, issuer, audience,
+/// expiry with `AUTH_JIT_LEEWAY`, required scopes, request binding and
+/// revocation. A single-use token is consumed atomically by its first
+/// successful verification, across every instance sharing the store.
+#[utoipa::path(
+    post,
+    path = "/api/token/verify",
+    tag = "tokens",
+    request_body = VerifyBody,
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = VerifyResponse),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client (caller) or invalid_token (token)", body = ErrorBody),
+        (status = 403, description = "The caller does not receive that audience", body = ErrorBody),
+        (status = 503, description = "Store unavailable: nothing is reported active", body = ErrorBody),
+    )
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    BasicClient(client): BasicClient,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<Response, ApiError> {
+    let expect = Expectation {
+        audience: Some(
+            Audience::parse(&body.audience)
+                .map_err(|e| ApiError::InvalidRequest(format!("audience: {e}")))?,
+        ),
+        scope: Scope::parse(body.scope.as_deref().unwrap_or_default())
+            .map_err(|e| ApiError::InvalidRequest(format!("scope: {e}")))?,
+        method: body.method,
+        url: body.url,
+    };
+    match state
+        .tokens
+        .verify(&client, &body.token, &expect, true)
+        .await
+    {
+        Ok(claims) => {
+            tracing::info!(target: "audit", event = "token_verified", client_id = %client.id, aud = %claims.aud, jti = %claims.jti, once = claims.is_single_use());
+            Ok(no_store(
+                Json(VerifyResponse {
+                    active: true,
+                    claims,
+                })
+                .into_response(),
+            ))
+        }
+        Err(e) => {
+            if !matches!(e, TokenError::Unavailable(_)) {
+                tracing::info!(target: "audit", event = "verification_failed", client_id = %client.id, aud = %body.audience, reason = %e);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// What to revoke: exactly one of `token` and `jti`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    pub token: Option<String>,
+    /// A token id (`jti` claim).
+    pub jti: Option<String>,
+}
+
+/// Revoke a token, by the token itself or by its `jti`.
+///
+/// Answers 200 whether or not the token was known (RFC 7009 style). Only
+/// the client that obtained the token, or one that receives its audience,
+/// can revoke it; for anyone else nothing happens.
+#[utoipa::path(
+    post,
+    path = "/api/token/revoke",
+    tag = "tokens",
+    request_body = RevokeBody,
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Done (or nothing to do)", body = Object),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    BasicClient(client): BasicClient,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Response, ApiError> {
+    let target = match (&body.token, &body.jti) {
+        (Some(token), None) => RevokeTarget::Token(token),
+        (None, Some(jti)) => {
+            let valid = !jti.is_empty()
+                && jti.len() <= 128
+                && jti
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ApiError::InvalidRequest(
+                    "jti must be 1 to 128 base64url characters".into(),
+                ));
+            }
+            RevokeTarget::Jti(jti)
+        }
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "give exactly one of `token` and `jti`".into(),
+            ))
+        }
+    };
+    let by = if body.token.is_some() { "token" } else { "jti" };
+    let revoked = state.tokens.revoke(&client, target).await?;
+    tracing::info!(target: "audit", event = "token_revoked", client_id = %client.id, by, applied = revoked);
+    Ok(no_store(Json(serde_json::json!({})).into_response()))
+}

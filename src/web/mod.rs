@@ -1,0 +1,6 @@
+//! The HTTP side: application state and server, start-up and shutdown, and
+//! the API handlers.
+
+pub mod api;
+pub mod application;
+pub mod lifetime;
