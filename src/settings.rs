@@ -229,6 +229,16 @@ impl Settings {
         SocketAddr::new(self.host, self.port)
     }
 
+    /// Records the port actually bound (when `AUTH_JIT_PORT=0` asked the OS
+    /// to pick one); a derived issuer follows it.
+    pub fn bound_to(&mut self, port: u16) {
+        let derived = default_issuer(self.host, self.port);
+        if self.issuer == derived {
+            self.issuer = default_issuer(self.host, port);
+        }
+        self.port = port;
+    }
+
     /// Whether an external store (Redis) is configured.
     pub fn uses_redis(&self) -> bool {
         !self.store_url.is_empty()
@@ -332,10 +342,7 @@ impl Raw {
                 }
                 issuer
             }
-            None => match host {
-                IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.port),
-                IpAddr::V4(v4) => format!("http://{v4}:{}", self.port),
-            },
+            None => default_issuer(host, self.port),
         };
         let store_url = non_empty(self.store_url).unwrap_or_default();
         if !store_url.is_empty() {
@@ -403,6 +410,13 @@ impl Raw {
             request_timeout_secs: self.request_timeout_secs,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
         })
+    }
+}
+
+fn default_issuer(host: IpAddr, port: u16) -> String {
+    match host {
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
     }
 }
 

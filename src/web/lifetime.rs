@@ -105,13 +105,14 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
 }
 
 /// Runs the server on `AUTH_JIT_HOST:AUTH_JIT_PORT` until SIGTERM or SIGINT.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr();
-    let started = startup(settings).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    settings.bound_to(local.port());
+    let started = startup(settings).await?;
     tracing::info!(
         issuer = %started.state.settings.issuer,
         store = started.state.tokens.store().kind(),

@@ -1,0 +1,50 @@
+# auth-jit: `make run` starts the service, `make test` installs what the
+# tests need and runs every test. See README.md.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV  := .venv-test
+PY    := $(VENV)/bin/python
+# Third-party verifiers used by the interop tests, pinned.
+PY_DEPS := pyjwt[crypto]==2.15.1 cryptography==50.0.2
+
+.PHONY: all install run test test-deps lint fmt clean
+
+all: install
+
+## install: build the release binary (target/release/auth-jit)
+install:
+	$(CARGO) build --release --locked
+
+## run: build and start the service on AUTH_JIT_HOST:AUTH_JIT_PORT (127.0.0.1:8000)
+run:
+	$(CARGO) run --release --locked -- serve
+
+## test-deps: what the tests need beyond cargo: redis-server (apt) and a Python venv with PyJWT
+test-deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server with apt-get"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	fi
+	@if [ ! -x $(PY) ] || ! $(PY) -c 'import jwt, cryptography' 2>/dev/null; then \
+		echo "creating $(VENV) with $(PY_DEPS)"; \
+		python3 -m venv $(VENV) && $(PY) -m pip install -q --disable-pip-version-check $(PY_DEPS); \
+	fi
+
+## test: install test dependencies, then run every test (unit, integration, interop)
+test: test-deps lint
+	AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets
+
+## lint: rustfmt check and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
