@@ -43,16 +43,32 @@ async fn issue_then_verify() {
     let jwks: Value = serde_json::from_str(&jwks).expect("jwks json");
     assert_eq!(jwks["keys"][0]["kid"], h["kid"]);
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
-    assert!(jwks["keys"][0].get("d").is_none(), "private key material in JWKS");
+    assert!(
+        jwks["keys"][0].get("d").is_none(),
+        "private key material in JWKS"
+    );
 
     let p = payload(token);
-    for claim in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope"] {
+    for claim in [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "client_id",
+        "scope",
+    ] {
         assert!(p.get(claim).is_some(), "missing {claim}: {p}");
     }
     assert_eq!(p["iss"], s.base);
     assert_eq!(p["aud"], "ledger");
     assert_eq!(p["sub"], "billing");
-    assert_eq!(p["exp"].as_u64().expect("exp") - p["iat"].as_u64().expect("iat"), 120);
+    assert_eq!(
+        p["exp"].as_u64().expect("exp") - p["iat"].as_u64().expect("iat"),
+        120
+    );
 
     let (status, body) = s.verify("ledger", &c.ledger, token, "ledger").await;
     assert_eq!(status, 200, "{body}");
@@ -76,13 +92,20 @@ async fn default_ttl_and_no_scope() {
     let (_dir, s) = server();
     let c = register_pair(&s);
     let (status, _, body) = s
-        .post("/api/token", Some(("billing", &c.billing)), &json!({"audience": "ledger"}))
+        .post(
+            "/api/token",
+            Some(("billing", &c.billing)),
+            &json!({"audience": "ledger"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["expires_in"], 60);
     assert_eq!(body["scope"], "");
     let p = payload(body["access_token"].as_str().expect("token"));
-    assert!(p.get("scope").is_none(), "no scope claim when none asked: {p}");
+    assert!(
+        p.get("scope").is_none(),
+        "no scope claim when none asked: {p}"
+    );
 }
 
 #[tokio::test]
@@ -91,14 +114,54 @@ async fn policy_denials() {
     let c = register_pair(&s);
     let open = s.add_client("open", &["--audience", "ledger"]);
     let cases: Vec<(&str, &str, Value, &str)> = vec![
-        ("billing", &c.billing, json!({"audience": "payroll"}), "invalid_target"),
-        ("billing", &c.billing, json!({"audience": "ledger", "scope": "read admin"}), "invalid_scope"),
-        ("billing", &c.billing, json!({"audience": "ledger", "ttl": 301}), "invalid_request"),
-        ("open", &open, json!({"audience": "ledger", "ttl": 3601}), "invalid_request"),
-        ("billing", &c.billing, json!({"audience": "ledger", "ttl": 0}), "invalid_request"),
-        ("billing", &c.billing, json!({"audience": "ledger", "scope": "bad\"scope"}), "invalid_scope"),
-        ("billing", &c.billing, json!({"audience": "two words"}), "invalid_request"),
-        ("billing", &c.billing, json!({"audience": "ledger", "bind": {"method": "GET", "url": "/x"}}), "invalid_request"),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "payroll"}),
+            "invalid_target",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "scope": "read admin"}),
+            "invalid_scope",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "ttl": 301}),
+            "invalid_request",
+        ),
+        (
+            "open",
+            &open,
+            json!({"audience": "ledger", "ttl": 3601}),
+            "invalid_request",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "ttl": 0}),
+            "invalid_request",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "scope": "bad\"scope"}),
+            "invalid_scope",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "two words"}),
+            "invalid_request",
+        ),
+        (
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "bind": {"method": "GET", "url": "/x"}}),
+            "invalid_request",
+        ),
     ];
     for (id, secret, body, code) in cases {
         let (status, headers, json) = s.post("/api/token", Some((id, secret)), &body).await;
@@ -108,7 +171,11 @@ async fn policy_denials() {
     }
     // Never silently shortened: the client's exact maximum is granted.
     let (status, _, json) = s
-        .post("/api/token", Some(("billing", &c.billing)), &json!({"audience": "ledger", "ttl": 300}))
+        .post(
+            "/api/token",
+            Some(("billing", &c.billing)),
+            &json!({"audience": "ledger", "ttl": 300}),
+        )
         .await;
     assert_eq!((status, json["expires_in"].clone()), (200, json!(300)));
 }
@@ -118,13 +185,20 @@ async fn unknown_client_and_wrong_secret_look_the_same() {
     let (_dir, s) = server();
     let c = register_pair(&s);
     let body = json!({"audience": "ledger"});
-    let (s1, h1, b1) = s.post("/api/token", Some(("billing", "wrong")), &body).await;
-    let (s2, h2, b2) = s.post("/api/token", Some(("nobody", &c.billing)), &body).await;
+    let (s1, h1, b1) = s
+        .post("/api/token", Some(("billing", "wrong")), &body)
+        .await;
+    let (s2, h2, b2) = s
+        .post("/api/token", Some(("nobody", &c.billing)), &body)
+        .await;
     let (s3, h3, b3) = s.post("/api/token", None, &body).await;
     for (status, headers, json) in [(s1, &h1, &b1), (s2, &h2, &b2), (s3, &h3, &b3)] {
         assert_eq!(status, 401);
         assert_error(json, "invalid_client");
-        assert!(headers["www-authenticate"].to_str().expect("ascii").starts_with("Basic"));
+        assert!(headers["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("Basic"));
     }
     assert_eq!(b1, b2);
     // The secret never appears in logs.
@@ -144,17 +218,60 @@ async fn malformed_requests_get_json_errors_never_500() {
     };
     let cases = vec![
         (post_raw("application/json", "{not json".into()), 400),
-        (post_raw("text/plain", r#"{"audience":"ledger"}"#.into()), 415),
+        (
+            post_raw("text/plain", r#"{"audience":"ledger"}"#.into()),
+            415,
+        ),
         (post_raw("application/json", "{}".into()), 400),
-        (post_raw("application/json", r#"{"audience": 5}"#.into()), 400),
-        (post_raw("application/json", r#"{"audience":"ledger","ttl":-1}"#.into()), 400),
-        (post_raw("application/json", r#"{"audience":"ledger","ttl":"eyJsecret"}"#.into()), 400),
-        (post_raw("application/json", r#"{"audience":"ledger","scopes":"read"}"#.into()), 400),
+        (
+            post_raw("application/json", r#"{"audience": 5}"#.into()),
+            400,
+        ),
+        (
+            post_raw(
+                "application/json",
+                r#"{"audience":"ledger","ttl":-1}"#.into(),
+            ),
+            400,
+        ),
+        (
+            post_raw(
+                "application/json",
+                r#"{"audience":"ledger","ttl":"eyJsecret"}"#.into(),
+            ),
+            400,
+        ),
+        (
+            post_raw(
+                "application/json",
+                r#"{"audience":"ledger","scopes":"read"}"#.into(),
+            ),
+            400,
+        ),
         (post_raw("application/json", r#"[1,2]"#.into()), 400),
-        (post_raw("application/json", format!(r#"{{"audience":"{}"}}"#, "a".repeat(40_000))), 413),
+        (
+            post_raw(
+                "application/json",
+                format!(r#"{{"audience":"{}"}}"#, "a".repeat(40_000)),
+            ),
+            413,
+        ),
     ];
     for (request, expected) in cases {
-        let resp = request.send().await.expect("send");
+        // An oversized body is refused from its Content-Length before it is
+        // read; the server may then close while the client still writes, so
+        // a transport error is retried (the answer must still be a 413).
+        let mut attempt = 0;
+        let resp = loop {
+            match request.try_clone().expect("clonable").send().await {
+                Ok(resp) => break resp,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    eprintln!("retrying after transport error: {e}");
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        };
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("text");
         assert_eq!(status, expected, "{text}");
@@ -169,7 +286,10 @@ async fn malformed_requests_get_json_errors_never_500() {
     let (status, headers, text) = s.get("/api/token").await;
     assert_eq!(status, 405);
     assert_eq!(headers["allow"], "POST");
-    assert_error(&serde_json::from_str(&text).expect("json"), "invalid_request");
+    assert_error(
+        &serde_json::from_str(&text).expect("json"),
+        "invalid_request",
+    );
 }
 
 #[tokio::test]
@@ -178,7 +298,11 @@ async fn verification_refusals() {
     let c = register_pair(&s);
     let audit = s.add_client("audit", &["--audience", "ledger"]);
     let token = s
-        .issue("billing", &c.billing, json!({"audience": "ledger", "scope": "read"}))
+        .issue(
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "scope": "read"}),
+        )
         .await;
 
     // A client may only verify for audiences it receives.
@@ -198,13 +322,20 @@ async fn verification_refusals() {
     claims["scope"] = json!("read write");
     parts[1] = b64.encode(claims.to_string());
     let tampered = parts.join(".");
-    let none_header = b64.encode(json!({"alg": "none", "typ": "at+jwt", "kid": header(&token)["kid"]}).to_string());
+    let none_header = b64
+        .encode(json!({"alg": "none", "typ": "at+jwt", "kid": header(&token)["kid"]}).to_string());
     let alg_none = format!("{none_header}.{}.", parts[1]);
     let jku_header = b64.encode(
         json!({"alg": "EdDSA", "typ": "at+jwt", "kid": header(&token)["kid"], "jku": "https://evil/jwks"}).to_string(),
     );
     let with_jku = format!("{jku_header}.{}.{}", parts[1], parts[2]);
-    for bad in [tampered.as_str(), alg_none.as_str(), with_jku.as_str(), "garbage", ""] {
+    for bad in [
+        tampered.as_str(),
+        alg_none.as_str(),
+        with_jku.as_str(),
+        "garbage",
+        "",
+    ] {
         let (status, body) = s.verify("ledger", &c.ledger, bad, "ledger").await;
         assert_eq!(status, 401, "{bad}: {body}");
         assert_error(&body, "invalid_token");
@@ -218,7 +349,11 @@ async fn single_use_token_works_once() {
     let (_dir, s) = server();
     let c = register_pair(&s);
     let token = s
-        .issue("billing", &c.billing, json!({"audience": "ledger", "once": true}))
+        .issue(
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "once": true}),
+        )
         .await;
     assert_eq!(payload(&token)["once"], true);
     let (status, body) = s.verify("ledger", &c.ledger, &token, "ledger").await;
@@ -226,7 +361,10 @@ async fn single_use_token_works_once() {
     let (status, body) = s.verify("ledger", &c.ledger, &token, "ledger").await;
     assert_eq!(status, 401);
     assert_error(&body, "invalid_token");
-    assert!(body["error_description"].as_str().expect("desc").contains("already been used"));
+    assert!(body["error_description"]
+        .as_str()
+        .expect("desc")
+        .contains("already been used"));
 }
 
 #[tokio::test]
@@ -241,7 +379,10 @@ async fn bound_token_authorizes_one_method_on_one_url() {
         )
         .await;
     let p = payload(&token);
-    assert_eq!((p["htm"].as_str(), p["htu"].as_str()), (Some("POST"), Some("https://ledger.internal/pay")));
+    assert_eq!(
+        (p["htm"].as_str(), p["htu"].as_str()),
+        (Some("POST"), Some("https://ledger.internal/pay"))
+    );
     let verify = |method: Option<&str>, url: Option<&str>| {
         let mut body = json!({"token": token, "audience": "ledger"});
         if let Some(m) = method {
@@ -258,11 +399,17 @@ async fn bound_token_authorizes_one_method_on_one_url() {
         (Some("GET"), Some("https://ledger.internal/pay")),
         (Some("POST"), Some("https://ledger.internal/refund")),
     ] {
-        let (status, _, body) = s.post("/api/token/verify", auth, &verify(method, url)).await;
+        let (status, _, body) = s
+            .post("/api/token/verify", auth, &verify(method, url))
+            .await;
         assert_eq!(status, 401, "{method:?} {url:?}: {body}");
     }
     let (status, _, body) = s
-        .post("/api/token/verify", auth, &verify(Some("POST"), Some("https://ledger.internal/pay?id=1")))
+        .post(
+            "/api/token/verify",
+            auth,
+            &verify(Some("POST"), Some("https://ledger.internal/pay?id=1")),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 }
@@ -272,36 +419,65 @@ async fn revocation_by_owner_receiver_and_stranger() {
     let (_dir, s) = server();
     let c = register_pair(&s);
     let stranger = s.add_client("stranger", &["--audience", "ledger"]);
-    let t1 = s.issue("billing", &c.billing, json!({"audience": "ledger"})).await;
-    let t2 = s.issue("billing", &c.billing, json!({"audience": "ledger"})).await;
-    let t3 = s.issue("billing", &c.billing, json!({"audience": "ledger"})).await;
+    let t1 = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
+    let t2 = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
+    let t3 = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
 
     // A stranger's revocation answers 200 and changes nothing.
     for body in [json!({"token": t1}), json!({"jti": payload(&t1)["jti"]})] {
-        let (status, _, _) = s.post("/api/token/revoke", Some(("stranger", &stranger)), &body).await;
+        let (status, _, _) = s
+            .post("/api/token/revoke", Some(("stranger", &stranger)), &body)
+            .await;
         assert_eq!(status, 200);
     }
     assert_eq!(s.verify("ledger", &c.ledger, &t1, "ledger").await.0, 200);
 
     // The owner by token, the receiver by jti.
-    let (status, _, _) = s.post("/api/token/revoke", Some(("billing", &c.billing)), &json!({"token": t1})).await;
+    let (status, _, _) = s
+        .post(
+            "/api/token/revoke",
+            Some(("billing", &c.billing)),
+            &json!({"token": t1}),
+        )
+        .await;
     assert_eq!(status, 200);
     let (status, _, _) = s
-        .post("/api/token/revoke", Some(("ledger", &c.ledger)), &json!({"jti": payload(&t2)["jti"]}))
+        .post(
+            "/api/token/revoke",
+            Some(("ledger", &c.ledger)),
+            &json!({"jti": payload(&t2)["jti"]}),
+        )
         .await;
     assert_eq!(status, 200);
     for t in [&t1, &t2] {
         let (status, body) = s.verify("ledger", &c.ledger, t, "ledger").await;
         assert_eq!(status, 401);
-        assert!(body["error_description"].as_str().expect("desc").contains("revoked"));
+        assert!(body["error_description"]
+            .as_str()
+            .expect("desc")
+            .contains("revoked"));
     }
     assert_eq!(s.verify("ledger", &c.ledger, &t3, "ledger").await.0, 200);
 
     // Unknown token: still 200. Both or neither field: 400.
-    let (status, _, _) = s.post("/api/token/revoke", Some(("billing", &c.billing)), &json!({"token": "x.y.z"})).await;
+    let (status, _, _) = s
+        .post(
+            "/api/token/revoke",
+            Some(("billing", &c.billing)),
+            &json!({"token": "x.y.z"}),
+        )
+        .await;
     assert_eq!(status, 200);
     for body in [json!({}), json!({"token": t3, "jti": "a"})] {
-        let (status, _, json) = s.post("/api/token/revoke", Some(("billing", &c.billing)), &body).await;
+        let (status, _, json) = s
+            .post("/api/token/revoke", Some(("billing", &c.billing)), &body)
+            .await;
         assert_eq!(status, 400);
         assert_error(&json, "invalid_request");
     }
@@ -311,12 +487,20 @@ async fn revocation_by_owner_receiver_and_stranger() {
 async fn client_changes_apply_without_restart() {
     let (_dir, s) = server();
     let c = register_pair(&s);
-    let token = s.issue("billing", &c.billing, json!({"audience": "ledger"})).await;
+    let token = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
 
     // Added while running.
     let late = s.add_client("late", &["--audience", "ledger"]);
     let ok = eventually(Duration::from_secs(10), || async {
-        s.post("/api/token", Some(("late", &late)), &json!({"audience": "ledger"})).await.0 == 200
+        s.post(
+            "/api/token",
+            Some(("late", &late)),
+            &json!({"audience": "ledger"}),
+        )
+        .await
+        .0 == 200
     })
     .await;
     assert!(ok, "a client added by the CLI was not picked up");
@@ -326,7 +510,11 @@ async fn client_changes_apply_without_restart() {
         .args(["client", "revoke-tokens", "billing"])
         .output()
         .expect("cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let revoked = eventually(Duration::from_secs(10), || async {
         s.verify("ledger", &c.ledger, &token, "ledger").await.0 == 401
     })
@@ -340,7 +528,13 @@ async fn client_changes_apply_without_restart() {
         .expect("cli");
     assert!(out.status.success());
     let gone = eventually(Duration::from_secs(10), || async {
-        s.post("/api/token", Some(("late", &late)), &json!({"audience": "ledger"})).await.0 == 401
+        s.post(
+            "/api/token",
+            Some(("late", &late)),
+            &json!({"audience": "ledger"}),
+        )
+        .await
+        .0 == 401
     })
     .await;
     assert!(gone, "a removed client still authenticates");
@@ -353,13 +547,26 @@ async fn docs_openapi_landing_and_health() {
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&text).expect("openapi json");
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
-    for path in ["/api/token", "/api/token/verify", "/api/token/revoke", "/.well-known/jwks.json", "/api/health", "/api/ready"] {
+    for path in [
+        "/api/token",
+        "/api/token/verify",
+        "/api/token/revoke",
+        "/.well-known/jwks.json",
+        "/api/health",
+        "/api/ready",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
     }
-    assert_eq!(doc["components"]["securitySchemes"]["basicAuth"]["scheme"], "basic");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["basicAuth"]["scheme"],
+        "basic"
+    );
     let issue = &doc["paths"]["/api/token"]["post"];
     for code in ["200", "400", "401", "429"] {
-        assert!(issue["responses"].get(code).is_some(), "/api/token lacks {code}");
+        assert!(
+            issue["responses"].get(code).is_some(),
+            "/api/token lacks {code}"
+        );
     }
     assert_eq!(issue["security"][0]["basicAuth"], json!([]));
 
@@ -374,7 +581,10 @@ async fn docs_openapi_landing_and_health() {
     let (status, headers, text) = s.get("/api/health").await;
     assert_eq!(status, 200);
     assert!(headers.contains_key("x-request-id"));
-    assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["status"], "ok");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json")["status"],
+        "ok"
+    );
     let (status, _, text) = s.get("/api/ready").await;
     assert_eq!(status, 200, "{text}");
 }

@@ -127,16 +127,14 @@ impl Server {
         let secret = add_client(&self.dir, &self.env, id, args);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let status = self
-                .http
-                .post(self.url("/api/token/verify"))
-                .basic_auth(id, Some(&secret))
-                .json(&json!({}))
-                .send_blocking_status();
+            let status = probe_auth(&self.url("/api/token/verify"), id, &secret);
             if status != 401 {
                 return secret;
             }
-            assert!(Instant::now() < deadline, "server never picked up client {id}");
+            assert!(
+                Instant::now() < deadline,
+                "server never picked up client {id}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -170,7 +168,10 @@ impl Server {
     pub async fn issue(&self, id: &str, secret: &str, body: Value) -> String {
         let (status, _, json) = self.post("/api/token", Some((id, secret)), &body).await;
         assert_eq!(status, 200, "issue failed: {json}");
-        json["access_token"].as_str().expect("access_token").to_owned()
+        json["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     pub async fn verify(&self, id: &str, secret: &str, token: &str, aud: &str) -> (u16, Value) {
@@ -192,24 +193,29 @@ impl Drop for Server {
     }
 }
 
-/// `add_client` is called from sync and async tests alike; run the probe
-/// on a private runtime thread so it never blocks the test's runtime.
-trait SendBlocking {
-    fn send_blocking_status(self) -> u16;
-}
-
-impl SendBlocking for reqwest::RequestBuilder {
-    fn send_blocking_status(self) -> u16 {
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async move { self.send().await.map(|r| r.status().as_u16()).unwrap_or(0) })
-        })
-        .join()
-        .expect("probe thread")
-    }
+/// Whether `id:secret` authenticates (anything but 401). Runs on its own
+/// thread and runtime with its own HTTP client, so it works from sync and
+/// async tests alike (a pooled connection must not cross runtimes).
+fn probe_auth(url: &str, id: &str, secret: &str) -> u16 {
+    let (url, id, secret) = (url.to_owned(), id.to_owned(), secret.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .basic_auth(id, Some(secret))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+    })
+    .join()
+    .expect("probe thread")
 }
 
 /// Registers a client with the real CLI and returns the secret it printed.
@@ -226,7 +232,11 @@ pub fn add_client(dir: &Path, env: &[(&'static str, String)], id: &str, args: &[
     );
     let stdout = String::from_utf8(out.stdout).expect("utf8");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must be the secret alone: {stdout:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be the secret alone: {stdout:?}"
+    );
     lines[0].to_owned()
 }
 
@@ -240,7 +250,15 @@ pub fn register_pair(server: &Server) -> Pair {
     Pair {
         billing: server.add_client(
             "billing",
-            &["--audience", "ledger", "--scope", "read", "write", "--max-ttl", "300"],
+            &[
+                "--audience",
+                "ledger",
+                "--scope",
+                "read",
+                "write",
+                "--max-ttl",
+                "300",
+            ],
         ),
         ledger: server.add_client("ledger", &["--audience", "audit"]),
     }

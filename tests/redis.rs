@@ -1,0 +1,194 @@
+//! Scale-out on a real Redis: two instances share revocations and
+//! single-use consumption; a lost Redis fails closed and recovers.
+//! `make test` installs redis-server; each test starts its own on a free
+//! loopback port and stops it.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{add_client, payload, Redis, Server};
+use serde_json::json;
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    a: Server,
+    b: Server,
+    billing: String,
+    ledger: String,
+}
+
+/// Two instances with the same keys, clients file and issuer, on one Redis.
+fn fleet(redis: &Redis) -> Fleet {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared");
+    let env = vec![
+        ("AUTH_JIT_STORE_URL", redis.url()),
+        ("AUTH_JIT_ISSUER", "http://auth.fleet".to_string()),
+        (
+            "AUTH_JIT_CLIENTS_FILE",
+            shared.join("clients.toml").display().to_string(),
+        ),
+    ];
+    let billing = add_client(dir.path(), &env, "billing", &["--audience", "ledger"]);
+    let ledger = add_client(dir.path(), &env, "ledger", &["--audience", "audit"]);
+    let dir_a = dir.path().join("a");
+    let dir_b = dir.path().join("b");
+    std::fs::create_dir_all(&dir_a).expect("a");
+    std::fs::create_dir_all(&dir_b).expect("b");
+    let a = Server::start(&dir_a, &env);
+    // Instance b uses a copy of a's key directory, as an operator would.
+    let keys_b = dir_b.join("data/keys");
+    std::fs::create_dir_all(&keys_b).expect("b keys");
+    for entry in std::fs::read_dir(dir_a.join("data/keys")).expect("a keys") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, keys_b.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let b = Server::start(&dir_b, &env);
+    Fleet {
+        _dir: dir,
+        a,
+        b,
+        billing,
+        ledger,
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_through_one_instance_holds_on_the_other() {
+    let redis = Redis::start();
+    let f = fleet(&redis);
+    let token =
+        f.a.issue("billing", &f.billing, json!({"audience": "ledger"}))
+            .await;
+    assert_eq!(
+        f.b.verify("ledger", &f.ledger, &token, "ledger").await.0,
+        200
+    );
+    let (status, _, _) =
+        f.a.post(
+            "/api/token/revoke",
+            Some(("ledger", &f.ledger)),
+            &json!({"jti": payload(&token)["jti"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = f.b.verify("ledger", &f.ledger, &token, "ledger").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error_description"]
+        .as_str()
+        .expect("desc")
+        .contains("revoked"));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_verifications_of_one_single_use_token_succeed_once() {
+    let redis = Redis::start();
+    let f = Arc::new(fleet(&redis));
+    let token =
+        f.a.issue(
+            "billing",
+            &f.billing,
+            json!({"audience": "ledger", "once": true}),
+        )
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let f = Arc::clone(&f);
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let server = if i % 2 == 0 { &f.a } else { &f.b };
+            server.verify("ledger", &f.ledger, &token, "ledger").await.0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let used = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!((ok, used), (1, 49), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_fails_closed_and_recovery_needs_no_restart() {
+    let mut redis = Redis::start();
+    let f = fleet(&redis);
+    let live =
+        f.a.issue("billing", &f.billing, json!({"audience": "ledger"}))
+            .await;
+    let revoked =
+        f.a.issue("billing", &f.billing, json!({"audience": "ledger"}))
+            .await;
+    let (status, _, _) =
+        f.a.post(
+            "/api/token/revoke",
+            Some(("billing", &f.billing)),
+            &json!({"token": revoked}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(f.a.get("/api/ready").await.0, 200);
+
+    redis.stop();
+    for server in [&f.a, &f.b] {
+        for token in [&live, &revoked] {
+            let (status, headers, body) = server
+                .post(
+                    "/api/token/verify",
+                    Some(("ledger", &f.ledger)),
+                    &json!({"token": token, "audience": "ledger"}),
+                )
+                .await;
+            assert_eq!(status, 503, "{body}");
+            assert_ne!(body["active"], true);
+            assert_eq!(body["error"], "temporarily_unavailable");
+            assert!(headers.contains_key("retry-after"));
+        }
+        let (status, _, text) = server.get("/api/ready").await;
+        assert_eq!(status, 503, "{text}");
+        // Ordinary issuance keeps working; single-use issuance does not.
+        assert_eq!(
+            server
+                .post(
+                    "/api/token",
+                    Some(("billing", &f.billing)),
+                    &json!({"audience": "ledger"})
+                )
+                .await
+                .0,
+            200
+        );
+        let (status, _, body) = server
+            .post(
+                "/api/token",
+                Some(("billing", &f.billing)),
+                &json!({"audience": "ledger", "once": true}),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        let (status, _, _) = server
+            .post(
+                "/api/token/revoke",
+                Some(("billing", &f.billing)),
+                &json!({"token": live}),
+            )
+            .await;
+        assert_eq!(status, 503);
+    }
+
+    redis.resume();
+    for server in [&f.a, &f.b] {
+        let recovered = common::eventually(std::time::Duration::from_secs(15), || async {
+            server.get("/api/ready").await.0 == 200
+        })
+        .await;
+        assert!(recovered, "not ready again after Redis came back");
+        assert_eq!(
+            server.verify("ledger", &f.ledger, &live, "ledger").await.0,
+            200
+        );
+        let (status, body) = server.verify("ledger", &f.ledger, &revoked, "ledger").await;
+        assert_eq!(status, 401, "the revocation must survive: {body}");
+    }
+}
