@@ -20,12 +20,12 @@ install:
 run:
 	$(CARGO) run --release --locked -- serve
 
-## test-deps: what the tests need beyond cargo: redis-server (apt) and a Python venv with PyJWT
+## test-deps: what the tests need beyond cargo: redis-server and openssl (apt), a Python venv with PyJWT
 test-deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-		echo "installing redis-server with apt-get"; \
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing redis-server and openssl with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; \
 	fi
 	@if [ ! -x $(PY) ] || ! $(PY) -c 'import jwt, cryptography' 2>/dev/null; then \
 		echo "creating $(VENV) with $(PY_DEPS)"; \

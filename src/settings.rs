@@ -260,12 +260,15 @@ fn describe(error: ConfigError) -> SettingsError {
                 bad(&key, format_args!("expected {expected}, got {unexpected}"))
             }
         }
-        ConfigError::Message(m) => {
-            // serde's messages for enums and missing fields name the field
-            // in backticks; keep them, they carry no value.
-            SettingsError(format!("invalid settings: {m}"))
+        other => {
+            // Other errors (unknown enum variants, ...) end in
+            // "for key `name`": name the variable as the operator writes it.
+            let message = other.to_string();
+            match message.rsplit_once(" for key `") {
+                Some((what, key)) => bad(key.trim_end_matches('`'), what),
+                None => SettingsError(format!("invalid settings: {message}")),
+            }
         }
-        other => SettingsError(format!("invalid settings: {other}")),
     }
 }
 
@@ -499,7 +502,8 @@ mod tests {
         assert!(error(&[("AUTH_JIT_SIGNING_ALG", "HS256")]).starts_with("AUTH_JIT_SIGNING_ALG:"));
         assert!(error(&[("AUTH_JIT_ISSUER", "ftp://x")]).starts_with("AUTH_JIT_ISSUER:"));
         assert!(error(&[("AUTH_JIT_LOG_LEVEL", "loud[")]).starts_with("AUTH_JIT_LOG_LEVEL:"));
-        assert!(error(&[("AUTH_JIT_ENVIRONMENT", "moon")]).contains("environment"));
+        assert!(error(&[("AUTH_JIT_ENVIRONMENT", "moon")]).starts_with("AUTH_JIT_ENVIRONMENT:"));
+        assert!(error(&[("AUTH_JIT_LOG_FORMAT", "xml")]).starts_with("AUTH_JIT_LOG_FORMAT:"));
     }
 
     #[test]

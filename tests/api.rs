@@ -1,4 +1,6 @@
 //! End-to-end tests of the HTTP API against the real binary on port 0.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Our tokens verified by an independent implementation: PyJWT, fetching
 //! our JWKS over HTTP. `make test` installs it in `.venv-test`.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Start-up, shutdown and restarts of the real binary.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! single-use consumption; a lost Redis fails closed and recovers.
 //! `make test` installs redis-server; each test starts its own on a free
 //! loopback port and stops it.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
@@ -191,4 +193,115 @@ async fn losing_redis_fails_closed_and_recovery_needs_no_restart() {
         let (status, body) = server.verify("ledger", &f.ledger, &revoked, "ledger").await;
         assert_eq!(status, 401, "the revocation must survive: {body}");
     }
+}
+
+/// Runs openssl; `make test` makes sure it is installed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed: run `make test`");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let p = pki.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=auth-jit test CA",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(p.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let redis = Redis::start_tls(p);
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = Server::start(
+        dir.path(),
+        &[
+            ("AUTH_JIT_STORE_URL", url.clone()),
+            ("SSL_CERT_FILE", p.join("ca.pem").display().to_string()),
+        ],
+    );
+    let c = common::register_pair(&trusted);
+    assert_eq!(trusted.get("/api/ready").await.0, 200);
+    let once = trusted
+        .issue(
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "once": true}),
+        )
+        .await;
+    assert_eq!(
+        trusted.verify("ledger", &c.ledger, &once, "ledger").await.0,
+        200
+    );
+    assert_eq!(
+        trusted.verify("ledger", &c.ledger, &once, "ledger").await.0,
+        401
+    );
+
+    // Without the CA, the server's certificate is not trusted: fail closed.
+    let other = tempfile::tempdir().expect("tempdir");
+    let untrusted = Server::start(other.path(), &[("AUTH_JIT_STORE_URL", url)]);
+    assert_eq!(untrusted.get("/api/ready").await.0, 503);
 }

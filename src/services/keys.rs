@@ -148,8 +148,21 @@ impl KeySet {
     }
 }
 
-/// Creates the directory (and parents) and makes it private to the owner.
+/// Creates the directory (and parents) private to the owner (0700). An
+/// existing directory is left as the operator made it (it may be a
+/// read-only mount), with a warning if others can read it.
 pub fn create_private_dir(dir: &Path) -> Result<(), KeysError> {
+    if dir.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir).map_err(io(dir))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "directory is accessible to other users");
+            }
+        }
+        return Ok(());
+    }
     fs::create_dir_all(dir).map_err(io(dir))?;
     #[cfg(unix)]
     {

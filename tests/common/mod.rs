@@ -1,7 +1,7 @@
 //! Test helpers: the real `auth-jit` binary on 127.0.0.1 port 0 in its own
 //! data directory, the real CLI to register clients, and a real
 //! `redis-server` on a free loopback port. Quiet unless `TEST_LOG=1`.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test crate uses a different part
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
@@ -289,6 +289,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Directory with srv.pem, srv.key and ca.pem: serve TLS only.
+    tls: Option<PathBuf>,
 }
 
 impl Redis {
@@ -301,6 +303,23 @@ impl Redis {
             port,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            tls: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    /// A TLS-only server with the certificate and key in `pki`.
+    pub fn start_tls(pki: &Path) -> Redis {
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            tls: Some(pki.to_path_buf()),
         };
         redis.resume();
         redis
@@ -312,28 +331,52 @@ impl Redis {
 
     /// (Re)starts the server on the same port and data directory.
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-            ])
-            .arg(self.dir.path())
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(self.dir.path());
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some(pki) => {
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(pki.join("srv.pem"))
+                .arg("--tls-key-file")
+                .arg(pki.join("srv.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(pki.join("ca.pem"));
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed: run `make test`, which installs it");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
+        let up = |port| match self.tls {
+            None => ping(port),
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !up(self.port) {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
