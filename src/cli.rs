@@ -10,6 +10,7 @@ use crate::services::clients::{ClientEntry, ClientsFile};
 use crate::services::keys::KeySet;
 use crate::services::store::StoreHandle;
 use crate::settings::Settings;
+use crate::token::assertion::ClientKey;
 use crate::token::clock::{Clock, SystemClock, SystemRandom};
 use crate::token::types::{Audience, ClientId, ScopeToken};
 
@@ -73,6 +74,10 @@ pub struct AddArgs {
     /// Token requests per second for this client (0: unlimited).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Register a `private_key_jwt` client by its public key (a PEM public
+    /// key or a public JWK) instead of a secret; nothing is printed.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,27 +101,48 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                 }
             }
             let mut file = ClientsFile::read(path)?;
-            let secret = file.add(
-                ClientEntry {
-                    id: args.id.clone(),
-                    secret_sha256: None,
-                    audiences: args.audiences.into_iter().collect(),
-                    scopes: args.scopes.into_iter().collect(),
-                    max_ttl: args.max_ttl,
-                    exchange: args.exchange,
-                    rate_limit: args.rate_limit,
-                    receives: args.receives.into_iter().collect(),
-                    tokens_revoked_before: None,
-                },
-                &SystemRandom::new(),
-            )?;
-            file.write(path)?;
-            eprintln!(
-                "client {} added to {}; its secret (shown once):",
-                args.id,
-                path.display()
-            );
-            println!("{secret}");
+            let entry = ClientEntry {
+                id: args.id.clone(),
+                secret_sha256: None,
+                public_jwk: None,
+                audiences: args.audiences.into_iter().collect(),
+                scopes: args.scopes.into_iter().collect(),
+                max_ttl: args.max_ttl,
+                exchange: args.exchange,
+                rate_limit: args.rate_limit,
+                receives: args.receives.into_iter().collect(),
+                tokens_revoked_before: None,
+            };
+            match args.public_key {
+                Some(key_file) => {
+                    let bytes = std::fs::read(&key_file)
+                        .map_err(|e| anyhow::anyhow!("--public-key {}: {e}", key_file.display()))?;
+                    let key = if bytes.trim_ascii_start().starts_with(b"{") {
+                        ClientKey::from_jwk_json(&String::from_utf8_lossy(&bytes))
+                    } else {
+                        ClientKey::from_pem(&bytes)
+                    }
+                    .map_err(|e| anyhow::anyhow!("--public-key {}: {e}", key_file.display()))?;
+                    file.add_with_key(entry, &key)?;
+                    file.write(path)?;
+                    eprintln!(
+                        "client {} added to {} with a {} public key (private_key_jwt); no secret",
+                        args.id,
+                        path.display(),
+                        key.alg_name()
+                    );
+                }
+                None => {
+                    let secret = file.add(entry, &SystemRandom::new())?;
+                    file.write(path)?;
+                    eprintln!(
+                        "client {} added to {}; its secret (shown once):",
+                        args.id,
+                        path.display()
+                    );
+                    println!("{secret}");
+                }
+            }
         }
         Command::Client(ClientCommand::List) => {
             let file = ClientsFile::read(path)?;

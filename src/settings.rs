@@ -89,6 +89,7 @@ pub struct Settings {
     /// 32 bytes that encrypt private keys at rest, if configured.
     pub key_encryption_key: Option<KeyEncryptionKey>,
     pub rate_limit: u32,
+    pub max_delegation_depth: usize,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
@@ -126,6 +127,7 @@ struct Raw {
     key_encryption_key: Option<String>,
     key_encryption_key_file: Option<PathBuf>,
     rate_limit: u32,
+    max_delegation_depth: usize,
     max_body_bytes: usize,
     request_timeout_secs: u64,
     shutdown_timeout_secs: u64,
@@ -165,6 +167,7 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("key_encryption_key", None),
     ("key_encryption_key_file", None),
     ("rate_limit", Some("100")),
+    ("max_delegation_depth", Some("3")),
     ("max_body_bytes", Some("16384")),
     ("request_timeout_secs", Some("10")),
     ("shutdown_timeout_secs", Some("10")),
@@ -324,6 +327,12 @@ impl Raw {
         if self.store_timeout_ms == 0 || self.store_timeout_ms > 60_000 {
             return Err(bad("store_timeout_ms", "expected 1 to 60000 milliseconds"));
         }
+        if self.max_delegation_depth > 10 {
+            return Err(bad(
+                "max_delegation_depth",
+                "expected 0 to 10 (0 turns token exchange off)",
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "expected at least 1024 bytes"));
         }
@@ -409,6 +418,7 @@ impl Raw {
             otlp_endpoint: non_empty(self.otlp_endpoint).unwrap_or_default(),
             key_encryption_key,
             rate_limit: self.rate_limit,
+            max_delegation_depth: self.max_delegation_depth,
             max_body_bytes: self.max_body_bytes,
             request_timeout_secs: self.request_timeout_secs,
             shutdown_timeout_secs: self.shutdown_timeout_secs,

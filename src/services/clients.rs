@@ -18,6 +18,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::token::assertion::ClientKey;
 use crate::token::clock::Random;
 use crate::token::policy::ClientPolicy;
 use crate::token::types::{Audience, ClientId, Scope, ScopeToken};
@@ -38,6 +39,9 @@ pub struct ClientEntry {
     /// base64url SHA-256 of the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_sha256: Option<String>,
+    /// A public JWK (JSON) for `private_key_jwt`, instead of a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwk: Option<String>,
     pub audiences: BTreeSet<Audience>,
     #[serde(default)]
     pub scopes: BTreeSet<ScopeToken>,
@@ -67,6 +71,8 @@ pub struct Client {
     /// Its own id and the `receives` audiences.
     pub receives: BTreeSet<String>,
     pub tokens_revoked_before: Option<u64>,
+    /// The public key of a `private_key_jwt` client.
+    pub key: Option<ClientKey>,
     digest: Option<[u8; 32]>,
 }
 
@@ -108,6 +114,23 @@ impl ClientsFile {
                     path: path.to_path_buf(),
                     message: format!("client {} is listed twice", entry.id),
                 });
+            }
+            let fail = |message: String| ClientsError::File {
+                path: path.to_path_buf(),
+                message,
+            };
+            match (&entry.secret_sha256, &entry.public_jwk) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(fail(format!(
+                        "client {}: give exactly one of secret_sha256 and public_jwk",
+                        entry.id
+                    )))
+                }
+                (None, Some(jwk)) => {
+                    ClientKey::from_jwk_json(jwk)
+                        .map_err(|e| fail(format!("client {}: public_jwk: {e}", entry.id)))?;
+                }
+                (Some(_), None) => {}
             }
             if entry
                 .secret_sha256
@@ -177,6 +200,21 @@ impl ClientsFile {
         Ok(secret)
     }
 
+    /// Adds a `private_key_jwt` client: no secret, its public key instead.
+    pub fn add_with_key(
+        &mut self,
+        mut entry: ClientEntry,
+        key: &ClientKey,
+    ) -> Result<(), ClientsError> {
+        if self.clients.iter().any(|c| c.id == entry.id) {
+            return Err(ClientsError::Exists(entry.id));
+        }
+        entry.secret_sha256 = None;
+        entry.public_jwk = Some(key.to_json());
+        self.clients.push(entry);
+        Ok(())
+    }
+
     /// Marks every token issued to `id` up to `at` as revoked.
     pub fn revoke_tokens(&mut self, id: &ClientId, at: u64) -> Result<(), ClientsError> {
         let entry = self
@@ -226,6 +264,10 @@ impl From<ClientEntry> for Client {
         Client {
             receives,
             tokens_revoked_before: entry.tokens_revoked_before,
+            key: entry
+                .public_jwk
+                .as_deref()
+                .and_then(|jwk| ClientKey::from_jwk_json(jwk).ok()),
             digest: entry.secret_sha256.as_deref().and_then(decode_digest),
             policy: ClientPolicy {
                 audiences: entry.audiences,
@@ -349,6 +391,7 @@ mod tests {
         ClientEntry {
             id: ClientId::parse(id).expect("id"),
             secret_sha256: None,
+            public_jwk: None,
             audiences: [Audience::parse("ledger").expect("aud")].into(),
             scopes: [ScopeToken::parse("read").expect("scope")].into(),
             max_ttl: Some(120),

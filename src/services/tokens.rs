@@ -7,11 +7,12 @@ use std::sync::Arc;
 use crate::services::clients::{Client, Clients};
 use crate::services::keys::KeySet;
 use crate::services::store::{Party, StoreError, StoreHandle, TokenRef, TokenState};
-use crate::token::claims::AccessClaims;
+use crate::token::claims::{AccessClaims, Actor};
 use crate::token::clock::{Clock, Random};
 use crate::token::issue::{self, IssuedToken};
 use crate::token::jws::JwsError;
-use crate::token::policy::{self, PolicyError, TokenRequest, TtlLimits};
+use crate::token::policy::{self, Grant, PolicyError, TokenRequest, TtlLimits};
+use crate::token::types::{Audience, Scope, Ttl};
 use crate::token::verify::{self, Expectation, Rules, VerifyError};
 
 /// Why a token operation failed.
@@ -27,6 +28,15 @@ pub enum TokenError {
     /// The caller may not verify tokens for this audience.
     #[error("this client does not receive tokens for that audience")]
     NotReceiver,
+    /// The client is not registered for token exchange.
+    #[error("this client may not use token exchange")]
+    ExchangeNotAllowed,
+    /// The subject token of an exchange is unusable.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// An exchange asked for scopes the subject token does not carry.
+    #[error("token exchange can only narrow scope: `{0}` is not in the subject token")]
+    ScopeWidening(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -46,6 +56,16 @@ pub struct TokenService {
     random: Arc<dyn Random>,
     rules: Rules,
     limits: TtlLimits,
+    max_delegation_depth: usize,
+}
+
+/// The service-wide rules a [`TokenService`] applies.
+#[derive(Debug, Clone)]
+pub struct ServiceRules {
+    pub verify: Rules,
+    pub ttl: TtlLimits,
+    /// Most token exchanges behind one token (0: exchange off).
+    pub max_delegation_depth: usize,
 }
 
 impl TokenService {
@@ -55,8 +75,7 @@ impl TokenService {
         store: StoreHandle,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
-        rules: Rules,
-        limits: TtlLimits,
+        rules: ServiceRules,
     ) -> Self {
         Self {
             keys,
@@ -64,9 +83,18 @@ impl TokenService {
             store,
             clock,
             random,
-            rules,
-            limits,
+            rules: rules.verify,
+            limits: rules.ttl,
+            max_delegation_depth: rules.max_delegation_depth,
         }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.rules.issuer
+    }
+
+    pub fn leeway(&self) -> u64 {
+        self.rules.leeway
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -139,27 +167,7 @@ impl TokenService {
         };
         // Deny by default: a token outlives neither its client's removal nor
         // an operator's `client revoke-tokens`.
-        match self.clients.get(&claims.client_id) {
-            None => return Err(VerifyError::Revoked.into()),
-            Some(owner) if owner.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {
-                return Err(VerifyError::Revoked.into())
-            }
-            Some(_) => {}
-        }
-        let state = self
-            .store
-            .check(
-                TokenRef {
-                    jti: &claims.jti,
-                    client_id: &claims.client_id,
-                    aud: &claims.aud,
-                    iat: claims.iat,
-                    keep_until: self.keep_until(claims.exp),
-                    single_use: claims.is_single_use(),
-                },
-                consume,
-            )
-            .await?;
+        let state = self.check_state(&claims, consume).await?;
         match state {
             TokenState::Active => Ok(claims),
             TokenState::Revoked => Err(VerifyError::Revoked.into()),
@@ -223,6 +231,156 @@ impl TokenService {
                 Ok(true)
             }
         }
+    }
+
+    /// Checks a token as RFC 7662 introspection does: `None` for anything
+    /// that is not an active token addressed to an audience `caller`
+    /// receives. Read-only: a single-use token is not consumed.
+    #[tracing::instrument(name = "token.introspect", skip_all, fields(client_id = %caller.id))]
+    pub async fn introspect(
+        &self,
+        caller: &Client,
+        token: &str,
+    ) -> Result<Option<AccessClaims>, TokenError> {
+        // Introspection has no request to compare a bound token with: it
+        // reports `htm`/`htu` and the resource server compares them.
+        let expect = Expectation {
+            skip_binding: true,
+            ..Expectation::default()
+        };
+        let Ok(claims) = verify::verify(
+            token,
+            self.keys.as_ref(),
+            &self.rules,
+            &expect,
+            self.clock.now(),
+        ) else {
+            return Ok(None);
+        };
+        if !caller.receives(&claims.aud) {
+            return Ok(None);
+        }
+        match self.check_state(&claims, false).await? {
+            TokenState::Active => Ok(Some(claims)),
+            TokenState::Revoked | TokenState::AlreadyUsed => Ok(None),
+        }
+    }
+
+    /// Registry and store checks shared by verify, introspect and exchange.
+    async fn check_state(
+        &self,
+        claims: &AccessClaims,
+        consume: bool,
+    ) -> Result<TokenState, TokenError> {
+        match self.clients.get(&claims.client_id) {
+            None => return Ok(TokenState::Revoked),
+            Some(owner) if owner.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {
+                return Ok(TokenState::Revoked)
+            }
+            Some(_) => {}
+        }
+        Ok(self
+            .store
+            .check(
+                TokenRef {
+                    jti: &claims.jti,
+                    client_id: &claims.client_id,
+                    aud: &claims.aud,
+                    iat: claims.iat,
+                    keep_until: self.keep_until(claims.exp),
+                    single_use: claims.is_single_use(),
+                },
+                consume,
+            )
+            .await?)
+    }
+
+    /// Token exchange (RFC 8693): `caller`, holding `subject_token`
+    /// addressed to it, gets a token for `audience` on behalf of the same
+    /// subject. Scope can only narrow, lifetime cannot outlast the subject
+    /// token, and the delegation chain (`act`) is capped.
+    #[tracing::instrument(name = "token.exchange", skip_all, fields(client_id = %caller.id, aud = %audience))]
+    pub async fn exchange(
+        &self,
+        caller: &Client,
+        subject_token: &str,
+        audience: Audience,
+        scope: Option<Scope>,
+    ) -> Result<IssuedToken, TokenError> {
+        if !caller.policy.exchange || self.max_delegation_depth == 0 {
+            return Err(TokenError::ExchangeNotAllowed);
+        }
+        let now = self.clock.now();
+        let subject = verify::verify(
+            subject_token,
+            self.keys.as_ref(),
+            &self.rules,
+            &Expectation::default(),
+            now,
+        )
+        .map_err(|e| TokenError::InvalidGrant(format!("subject_token: {e}")))?;
+        if !caller.receives(&subject.aud) {
+            return Err(TokenError::InvalidGrant(
+                "subject_token is not addressed to this client".into(),
+            ));
+        }
+        let depth = subject.delegation_depth() + 1;
+        if depth > self.max_delegation_depth {
+            return Err(TokenError::InvalidGrant(format!(
+                "delegation chain too deep: at most {} exchanges",
+                self.max_delegation_depth
+            )));
+        }
+        let granted = Scope::parse(subject.scope.as_deref().unwrap_or_default())
+            .map_err(|_| TokenError::InvalidGrant("subject_token: bad scope".into()))?;
+        let scope = scope.unwrap_or_else(|| granted.clone());
+        if let Some(extra) = scope.iter().find(|s| !granted.contains(s)) {
+            return Err(TokenError::ScopeWidening(extra.to_string()));
+        }
+        let grant = policy::authorize(
+            &caller.policy,
+            self.limits,
+            TokenRequest {
+                audience,
+                scope,
+                ttl: None,
+                once: false,
+                bind: None,
+            },
+        )?;
+        // Consume a single-use subject token: the exchange is its one use.
+        match self.check_state(&subject, true).await? {
+            TokenState::Active => {}
+            TokenState::Revoked => {
+                return Err(TokenError::InvalidGrant(
+                    "subject_token has been revoked".into(),
+                ))
+            }
+            TokenState::AlreadyUsed => {
+                return Err(TokenError::InvalidGrant(
+                    "subject_token has already been used".into(),
+                ))
+            }
+        }
+        let remaining = subject.exp.saturating_sub(now);
+        let ttl = Ttl::new(grant.ttl.seconds().min(remaining))
+            .map_err(|_| TokenError::InvalidGrant("subject_token has expired".into()))?;
+        let grant = Grant { ttl, ..grant };
+        let mut claims = issue::claims_for(
+            &self.rules.issuer,
+            &caller.id,
+            &grant,
+            self.clock.as_ref(),
+            self.random.as_ref(),
+        )
+        .map_err(|_| TokenError::Internal("no randomness"))?;
+        claims.sub = subject.sub.clone();
+        claims.act = Some(Actor {
+            sub: caller.id.to_string(),
+            act: subject.act.clone().map(Box::new),
+        });
+        let _sign = tracing::debug_span!("token.sign").entered();
+        issue::sign(self.keys.active(), claims).map_err(|_| TokenError::Internal("signing failed"))
     }
 
     /// Revokes every token issued to `client_id` up to now.

@@ -34,10 +34,37 @@ pub struct AccessClaims {
     /// Bound HTTP URL without query and fragment (as in RFC 9449).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub htu: Option<String>,
+    /// Delegation chain of a token-exchange token (RFC 8693 §4.1): the
+    /// current actor, with the previous one nested inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// One actor of a delegation chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Actor {
+    /// The client that acted.
+    pub sub: String,
+    /// The actor before it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// Number of actors in the chain starting here.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
 }
 
 impl AccessClaims {
     pub fn is_single_use(&self) -> bool {
         self.once == Some(true)
+    }
+
+    /// Number of delegation steps behind this token (0 for a direct one).
+    pub fn delegation_depth(&self) -> usize {
+        self.act.as_ref().map_or(0, Actor::depth)
     }
 }

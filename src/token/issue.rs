@@ -62,6 +62,7 @@ pub fn claims_for(
         once: grant.once.then_some(true),
         htm: grant.bind.as_ref().map(|b| b.method().to_owned()),
         htu: grant.bind.as_ref().map(|b| b.url().to_owned()),
+        act: None,
     })
 }
 

@@ -158,6 +158,17 @@ impl SigningKey {
         &self.public
     }
 
+    /// Signs `claims` under a caller-chosen header (tests of other JWT
+    /// profiles, such as client assertions).
+    #[cfg(test)]
+    pub fn sign_with_header<T: Serialize>(
+        &self,
+        header: &Header,
+        claims: &T,
+    ) -> Result<String, SignError> {
+        jsonwebtoken::encode(header, claims, &self.encoding).map_err(|_| SignError)
+    }
+
     /// Signs `claims` as a compact JWS with `typ: at+jwt` and our `kid`.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SignError> {
         jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(|_| SignError)

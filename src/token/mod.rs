@@ -3,6 +3,7 @@
 //! the wall: callers pass a [`clock::Clock`] and a [`clock::Random`], so every
 //! rule is unit-tested without waiting and without a server.
 
+pub mod assertion;
 pub mod claims;
 pub mod clock;
 pub mod issue;

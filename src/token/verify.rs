@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::claims::AccessClaims;
+use super::claims::{AccessClaims, Actor};
 use super::jws::{parse_header, JwsError, SigningAlg, VerifyingKey};
 use super::policy::{normalize_method, normalize_url};
 use super::types::{Audience, Scope};
@@ -31,6 +31,8 @@ pub struct Expectation {
     pub scope: Scope,
     pub method: Option<String>,
     pub url: Option<String>,
+    /// Leave `htm`/`htu` unchecked (introspection: the caller compares).
+    pub skip_binding: bool,
 }
 
 /// Why a token was refused. Every message is safe to send to the caller.
@@ -114,6 +116,7 @@ fn check_claims(
     }
     match (&claims.htm, &claims.htu) {
         (None, None) => {}
+        (Some(_), Some(_)) if expect.skip_binding => {}
         (Some(htm), Some(htu)) => {
             let (Some(method), Some(url)) = (&expect.method, &expect.url) else {
                 return Err(VerifyError::BindingRequired);
@@ -158,6 +161,32 @@ fn read_claims(map: &Map<String, Value>) -> Result<AccessClaims, VerifyError> {
         },
         htm: optional_string(map, "htm")?,
         htu: optional_string(map, "htu")?,
+        act: match map.get("act") {
+            None => None,
+            Some(value) => Some(actor(value, 0)?),
+        },
+    })
+}
+
+/// Reads an `act` chain: objects with a string `sub` and an optional nested
+/// `act`, at most 16 deep (the configured cap is far lower; this bound only
+/// keeps a hostile token from recursing without end).
+fn actor(value: &Value, depth: usize) -> Result<Actor, VerifyError> {
+    let Value::Object(map) = value else {
+        return Err(VerifyError::WrongClaimType("act"));
+    };
+    if depth >= 16 {
+        return Err(VerifyError::WrongClaimType("act"));
+    }
+    let Some(Value::String(sub)) = map.get("sub") else {
+        return Err(VerifyError::WrongClaimType("act"));
+    };
+    Ok(Actor {
+        sub: sub.clone(),
+        act: match map.get("act") {
+            None => None,
+            Some(inner) => Some(Box::new(actor(inner, depth + 1)?)),
+        },
     })
 }
 

@@ -15,7 +15,7 @@ use crate::services::clients::Clients;
 use crate::services::keys::{create_private_dir, KeySet};
 use crate::services::ratelimit::RateLimits;
 use crate::services::store::StoreHandle;
-use crate::services::tokens::TokenService;
+use crate::services::tokens::{ServiceRules, TokenService};
 use crate::settings::Settings;
 use crate::token::clock::{Clock, SystemClock, SystemRandom};
 use crate::token::policy::TtlLimits;
@@ -59,13 +59,16 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         store.clone(),
         clock.clone(),
         Arc::new(SystemRandom::new()),
-        Rules {
-            issuer: settings.issuer.clone(),
-            leeway: settings.leeway,
-        },
-        TtlLimits {
-            default_ttl: settings.default_ttl,
-            max_ttl: settings.max_ttl,
+        ServiceRules {
+            verify: Rules {
+                issuer: settings.issuer.clone(),
+                leeway: settings.leeway,
+            },
+            ttl: TtlLimits {
+                default_ttl: settings.default_ttl,
+                max_ttl: settings.max_ttl,
+            },
+            max_delegation_depth: settings.max_delegation_depth,
         },
     ));
     let mut tasks = Vec::new();

@@ -37,6 +37,18 @@ pub enum ApiError {
     /// 400 `invalid_target` (RFC 8707): an audience the client may not target.
     #[error("{0}")]
     InvalidTarget(String),
+    /// 400 `invalid_grant`: the grant (a token-exchange subject token) is
+    /// invalid, expired, revoked or not the caller's.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// 400 `unauthorized_client`: the client may not use this grant type.
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// 400 `unsupported_grant_type`.
+    #[error(
+        "grant_type must be client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"
+    )]
+    UnsupportedGrantType,
     /// 401 `invalid_token`: the presented token does not verify.
     #[error("{0}")]
     InvalidToken(String),
@@ -73,9 +85,12 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidScope(_) | Self::InvalidTarget(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRequest(_)
+            | Self::InvalidScope(_)
+            | Self::InvalidTarget(_)
+            | Self::InvalidGrant(_)
+            | Self::UnauthorizedClient(_)
+            | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
             Self::InvalidClient | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -99,6 +114,9 @@ impl ApiError {
             Self::InvalidClient => "invalid_client",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken(_) => "invalid_token",
             Self::Forbidden(_) => "access_denied",
             Self::NotFound => "not_found",
@@ -178,6 +196,9 @@ impl From<TokenError> for ApiError {
             }
             TokenError::Invalid(e) => Self::InvalidToken(e.to_string()),
             TokenError::NotReceiver => Self::Forbidden(error.to_string()),
+            TokenError::ExchangeNotAllowed => Self::UnauthorizedClient(error.to_string()),
+            TokenError::InvalidGrant(m) => Self::InvalidGrant(m),
+            TokenError::ScopeWidening(_) => Self::InvalidScope(error.to_string()),
             TokenError::Unavailable(e) => {
                 tracing::warn!(error = %e, "store unavailable: failing closed");
                 Self::Unavailable("the token state store is unavailable; try again".into())

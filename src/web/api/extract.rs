@@ -60,7 +60,12 @@ pub struct Credentials {
 /// Parses `Authorization: Basic ...`. Id and secret are form-urlencoded
 /// before base64, as RFC 6749 §2.3.1 says; stock OAuth clients do so.
 pub fn basic_credentials(parts: &Parts) -> Option<Credentials> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    basic_credentials_from(&parts.headers)
+}
+
+/// As [`basic_credentials`], from a header map.
+pub fn basic_credentials_from(headers: &axum::http::HeaderMap) -> Option<Credentials> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

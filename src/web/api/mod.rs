@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod oauth;
 pub mod router;
 pub mod token;
 pub mod wellknown;

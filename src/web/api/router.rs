@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::error::ApiError;
-use super::{health, token, wellknown};
+use super::{health, oauth, token, wellknown};
 use crate::web::application::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,6 +38,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     modifiers(&BasicAuth),
     tags(
         (name = "tokens", description = "Issue, verify and revoke JIT tokens"),
+        (name = "oauth", description = "OAuth 2.0: client credentials, token exchange, introspection, revocation, metadata"),
         (name = "keys", description = "Public signing keys"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -70,6 +71,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(token::verify))
         .routes(routes!(token::revoke))
         .routes(routes!(wellknown::jwks))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::metadata))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .split_for_parts()

@@ -1,0 +1,515 @@
+//! The standard OAuth 2.0 surface: `POST /oauth/token` (client credentials,
+//! RFC 6749 §4.4, and token exchange, RFC 8693), `POST /oauth/introspect`
+//! (RFC 7662), `POST /oauth/revoke` (RFC 7009) and the server metadata
+//! (RFC 8414), so stock OAuth client libraries work unmodified.
+//!
+//! Requests are `application/x-www-form-urlencoded`. A parameter given
+//! twice, or two client authentication methods at once, is refused
+//! (RFC 6749 §3.2, §2.3).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::basic_credentials_from;
+use super::token::{no_store, TokenResponse};
+use crate::services::clients::Client;
+use crate::services::tokens::RevokeTarget;
+use crate::token::assertion::{self, CLIENT_ALGS};
+use crate::token::claims::AccessClaims;
+use crate::token::policy::TokenRequest;
+use crate::token::types::{Audience, Scope};
+use crate::web::application::AppState;
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A parsed form: each parameter at most once.
+struct Form(BTreeMap<String, String>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
+        let form_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| {
+                    t.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form_type {
+            return Err(ApiError::InvalidRequest(
+                "expected Content-Type: application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let mut map = BTreeMap::new();
+        for (name, value) in url::form_urlencoded::parse(body) {
+            if value.is_empty() {
+                // RFC 6749 §3.1: parameters without a value are omitted.
+                continue;
+            }
+            if map.insert(name.to_string(), value.to_string()).is_some() {
+                return Err(ApiError::InvalidRequest(format!(
+                    "parameter `{}` is repeated",
+                    name.chars().take(40).collect::<String>()
+                )));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    fn require(&mut self, name: &str) -> Result<String, ApiError> {
+        self.take(name)
+            .ok_or_else(|| ApiError::InvalidRequest(format!("missing parameter `{name}`")))
+    }
+}
+
+/// Authenticates the caller by exactly one of `client_secret_basic`,
+/// `client_secret_post` and `private_key_jwt`.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &mut Form,
+) -> Result<Arc<Client>, ApiError> {
+    let basic = headers.contains_key(header::AUTHORIZATION);
+    let post = form.0.contains_key("client_secret");
+    let jwt = form.0.contains_key("client_assertion");
+    if [basic, post, jwt].iter().filter(|m| **m).count() > 1 {
+        return Err(ApiError::InvalidRequest(
+            "use exactly one client authentication method".into(),
+        ));
+    }
+    let form_client_id = form.take("client_id");
+    let failed = |method: &'static str, client_id: Option<&str>| {
+        let known = client_id.is_some_and(|id| state.clients.get(id).is_some());
+        tracing::info!(
+            target: "audit",
+            event = "client_auth_failed",
+            method,
+            client_id = if known { client_id.unwrap_or_default() } else { "(unknown)" },
+        );
+        ApiError::InvalidClient
+    };
+    let client = if basic {
+        let credentials =
+            basic_credentials_from(headers).ok_or_else(|| failed("client_secret_basic", None))?;
+        if form_client_id
+            .as_ref()
+            .is_some_and(|id| *id != credentials.client_id)
+        {
+            return Err(ApiError::InvalidRequest(
+                "client_id does not match the Basic credentials".into(),
+            ));
+        }
+        state
+            .clients
+            .authenticate(&credentials.client_id, &credentials.secret)
+            .map_err(|_| failed("client_secret_basic", Some(&credentials.client_id)))?
+    } else if post {
+        let secret = form.require("client_secret")?;
+        let id = form_client_id
+            .ok_or_else(|| ApiError::InvalidRequest("missing parameter `client_id`".into()))?;
+        state
+            .clients
+            .authenticate(&id, &secret)
+            .map_err(|_| failed("client_secret_post", Some(&id)))?
+    } else if jwt {
+        let assertion_type = form.require("client_assertion_type")?;
+        if assertion_type != JWT_BEARER {
+            return Err(ApiError::InvalidRequest(format!(
+                "client_assertion_type must be {JWT_BEARER}"
+            )));
+        }
+        let jwt = form.require("client_assertion")?;
+        let id = assertion::claimed_client(&jwt).ok_or_else(|| failed("private_key_jwt", None))?;
+        if form_client_id.as_ref().is_some_and(|c| *c != id) {
+            return Err(ApiError::InvalidRequest(
+                "client_id does not match the client assertion".into(),
+            ));
+        }
+        let client = state
+            .clients
+            .get(&id)
+            .ok_or_else(|| failed("private_key_jwt", Some(&id)))?;
+        let key = client
+            .key
+            .as_ref()
+            .ok_or_else(|| failed("private_key_jwt", Some(&id)))?;
+        let issuer = state.tokens.issuer().trim_end_matches('/');
+        let audiences: Vec<String> = [
+            state.tokens.issuer().to_owned(),
+            issuer.to_owned(),
+            format!("{issuer}/oauth/token"),
+            format!("{issuer}/oauth/introspect"),
+            format!("{issuer}/oauth/revoke"),
+        ]
+        .into();
+        let verified = assertion::verify(&jwt, key, &id, &audiences, state.tokens.leeway(), state.tokens.now())
+            .map_err(|e| {
+                tracing::info!(target: "audit", event = "client_auth_failed", method = "private_key_jwt", client_id = %id, reason = %e);
+                ApiError::InvalidClient
+            })?;
+        let keep_until = verified
+            .exp
+            .saturating_add(state.tokens.leeway())
+            .saturating_add(1);
+        let fresh = state
+            .tokens
+            .store()
+            .remember_once(&format!("assertion:{id}:{}", verified.jti), keep_until)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "store unavailable: cannot check assertion replay");
+                ApiError::Unavailable("the token state store is unavailable; try again".into())
+            })?;
+        if !fresh {
+            tracing::info!(target: "audit", event = "client_auth_failed", method = "private_key_jwt", client_id = %id, reason = "assertion replayed");
+            return Err(ApiError::InvalidClient);
+        }
+        client
+    } else {
+        return Err(failed("none", None));
+    };
+    tracing::Span::current().record("client_id", client.id.as_str());
+    Ok(client)
+}
+
+/// The form of `POST /oauth/token` (documentation; parsed by hand so that
+/// repeated parameters are refused).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// `client_credentials` or `urn:ietf:params:oauth:grant-type:token-exchange`.
+    #[schema(example = "client_credentials")]
+    grant_type: String,
+    /// Target API (RFC 8693); or use `resource` (RFC 8707).
+    #[schema(example = "ledger")]
+    audience: Option<String>,
+    /// Target API as a resource indicator (RFC 8707).
+    resource: Option<String>,
+    /// Space-separated scopes.
+    scope: Option<String>,
+    /// `client_secret_post`: the client id.
+    client_id: Option<String>,
+    /// `client_secret_post`: the secret.
+    client_secret: Option<String>,
+    /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    client_assertion_type: Option<String>,
+    /// `private_key_jwt`: the signed assertion (RFC 7523).
+    client_assertion: Option<String>,
+    /// Token exchange: the token to exchange, addressed to the caller.
+    subject_token: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token` (or `...:jwt`).
+    subject_token_type: Option<String>,
+    /// Token exchange: only `urn:ietf:params:oauth:token-type:access_token`.
+    requested_token_type: Option<String>,
+}
+
+/// A token from the OAuth token endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthTokenResponse {
+    #[serde(flatten)]
+    pub token: TokenResponse,
+    /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+}
+
+fn target(form: &mut Form) -> Result<Audience, ApiError> {
+    let audience = form.take("audience");
+    let resource = form.take("resource");
+    let value = match (audience, resource) {
+        (Some(a), Some(r)) if a != r => {
+            return Err(ApiError::InvalidTarget(
+                "audience and resource name different targets: one audience per token".into(),
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(r)) => r,
+        (None, None) => {
+            return Err(ApiError::InvalidTarget(
+                "name the target API with `audience` or `resource`".into(),
+            ))
+        }
+    };
+    Audience::parse(&value).map_err(|e| ApiError::InvalidTarget(e.to_string()))
+}
+
+/// Get a token: client credentials or token exchange.
+///
+/// Client authentication: `client_secret_basic`, `client_secret_post` or
+/// `private_key_jwt` (RFC 7523), exactly one. The same policy as
+/// `POST /api/token` applies. Token exchange keeps the subject, records the
+/// chain in `act`, only narrows scope and never outlives the subject token.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Token issued", body = OAuthTokenResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, unauthorized_client or unsupported_grant_type", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut form = Form::parse(&headers, &body)?;
+    let client = authenticate(&state, &headers, &mut form).await?;
+    state
+        .rate_limits
+        .check(client.id.as_str(), client.rate_limit)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let grant_type = form.require("grant_type")?;
+    let scope = form
+        .take("scope")
+        .map(|s| Scope::parse(&s))
+        .transpose()
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    let (result, issued_token_type) = match grant_type.as_str() {
+        "client_credentials" => {
+            let audience = target(&mut form)?;
+            let request = TokenRequest {
+                audience,
+                scope: scope.unwrap_or_default(),
+                ttl: None,
+                once: false,
+                bind: None,
+            };
+            (state.tokens.issue(&client, request).await, None)
+        }
+        TOKEN_EXCHANGE => {
+            let subject_token = form.require("subject_token")?;
+            let subject_type = form.require("subject_token_type")?;
+            if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
+                return Err(ApiError::InvalidRequest(format!(
+                    "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form
+                .take("requested_token_type")
+                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+            {
+                return Err(ApiError::InvalidRequest(format!(
+                    "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form.0.contains_key("actor_token") {
+                return Err(ApiError::InvalidRequest(
+                    "actor_token is not supported: the authenticated client is the actor".into(),
+                ));
+            }
+            let audience = target(&mut form)?;
+            (
+                state
+                    .tokens
+                    .exchange(&client, &subject_token, audience, scope)
+                    .await,
+                Some(ACCESS_TOKEN_TYPE),
+            )
+        }
+        _ => return Err(ApiError::UnsupportedGrantType),
+    };
+    let issued = match result {
+        Ok(issued) => issued,
+        Err(e) => {
+            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, grant_type = %grant_type, reason = %e);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        target: "audit",
+        event = "token_issued",
+        client_id = %client.id,
+        aud = %issued.claims.aud,
+        jti = %issued.claims.jti,
+        grant_type = %grant_type,
+        delegation_depth = issued.claims.delegation_depth(),
+    );
+    let response = OAuthTokenResponse {
+        token: TokenResponse {
+            expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+            scope: issued.claims.scope.clone().unwrap_or_default(),
+            access_token: issued.token,
+            token_type: "Bearer",
+        },
+        issued_token_type,
+    };
+    Ok(no_store(Json(response).into_response()))
+}
+
+/// The form of introspection and revocation requests.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenOnlyForm {
+    /// The token.
+    token: String,
+    /// Ignored: only access tokens exist here.
+    token_type_hint: Option<String>,
+}
+
+/// An introspection answer: `{"active": false}` alone, or the claims.
+#[derive(Serialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<AccessClaims>,
+}
+
+/// Introspect a token (RFC 7662).
+///
+/// The caller authenticates like at the token endpoint. Active tokens
+/// addressed to an audience the caller receives come back with their
+/// claims; anything else — expired, revoked, used, malformed, foreign, not
+/// addressed to the caller — is `{"active": false}` and nothing more.
+/// Introspection never consumes a single-use token.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Introspection result", body = Introspection),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 503, description = "Store unavailable: nothing is reported active", body = ErrorBody),
+    )
+)]
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut form = Form::parse(&headers, &body)?;
+    let client = authenticate(&state, &headers, &mut form).await?;
+    let token = form.require("token")?;
+    let claims = state.tokens.introspect(&client, &token).await?;
+    tracing::info!(target: "audit", event = "token_introspected", client_id = %client.id, active = claims.is_some());
+    let answer = Introspection {
+        active: claims.is_some(),
+        token_type: claims.as_ref().map(|_| "Bearer"),
+        claims,
+    };
+    Ok(no_store(Json(answer).into_response()))
+}
+
+/// Revoke a token (RFC 7009).
+///
+/// 200 whether or not the token was known or valid. Only the client that
+/// obtained the token, or one that receives its audience, can revoke it.
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Done (or nothing to do)"),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut form = Form::parse(&headers, &body)?;
+    let client = authenticate(&state, &headers, &mut form).await?;
+    let token = form.require("token")?;
+    let applied = state
+        .tokens
+        .revoke(&client, RevokeTarget::Token(&token))
+        .await?;
+    tracing::info!(target: "audit", event = "token_revoked", client_id = %client.id, by = "token", applied);
+    Ok(no_store(axum::http::StatusCode::OK.into_response()))
+}
+
+/// Authorization server metadata (RFC 8414).
+#[derive(Serialize, ToSchema)]
+pub struct Metadata {
+    issuer: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    jwks_uri: String,
+    service_documentation: String,
+    grant_types_supported: Vec<&'static str>,
+    response_types_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: Vec<&'static str>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    /// Algorithms of the tokens we sign (all keys in the JWKS).
+    access_token_signing_alg_values_supported: Vec<&'static str>,
+}
+
+/// OAuth 2.0 authorization server metadata (RFC 8414).
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "oauth",
+    responses((status = 200, description = "Server metadata", body = Metadata))
+)]
+pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
+    let issuer = state.tokens.issuer().trim_end_matches('/');
+    let methods = vec![
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    let mut signing: Vec<&'static str> = state
+        .tokens
+        .keys()
+        .info()
+        .iter()
+        .map(|k| k.alg.as_str())
+        .collect();
+    signing.sort_unstable();
+    signing.dedup();
+    Json(Metadata {
+        issuer: state.tokens.issuer().to_owned(),
+        token_endpoint: format!("{issuer}/oauth/token"),
+        introspection_endpoint: format!("{issuer}/oauth/introspect"),
+        revocation_endpoint: format!("{issuer}/oauth/revoke"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        service_documentation: format!("{issuer}/api/docs"),
+        grant_types_supported: vec!["client_credentials", TOKEN_EXCHANGE],
+        response_types_supported: vec![],
+        token_endpoint_auth_methods_supported: methods.clone(),
+        token_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        introspection_endpoint_auth_methods_supported: methods.clone(),
+        introspection_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        revocation_endpoint_auth_methods_supported: methods,
+        revocation_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        access_token_signing_alg_values_supported: signing,
+    })
+}
