@@ -211,8 +211,14 @@ async fn unknown_client_and_wrong_secret_look_the_same() {
 async fn malformed_requests_get_json_errors_never_500() {
     let (_dir, s) = server();
     let c = register_pair(&s);
+    // No connection reuse: after refusing an oversized body the server
+    // closes the connection, which a pooled client would try to reuse.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let post_raw = |ct: &'static str, body: String| {
-        s.http
+        fresh
             .post(s.url("/api/token"))
             .basic_auth("billing", Some(&c.billing))
             .header("content-type", ct)

@@ -440,3 +440,28 @@ pub fn header(token: &str) -> Value {
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("json")
 }
+
+/// Runs a Python interop script from `tests/interop` with the test venv;
+/// returns whether it exited 0 and the JSON it printed.
+pub fn interop(script: &str, args: &[&str]) -> (bool, Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let python = python();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // The scripts block on HTTP: keep them off the async runtime's threads.
+    let out = std::thread::spawn(move || {
+        Command::new(python)
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("run python")
+    })
+    .join()
+    .expect("python thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(
+        |_| json!({"unparsed_stdout": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
+    );
+    (out.status.success(), json)
+}
