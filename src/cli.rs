@@ -38,11 +38,17 @@ pub enum Command {
     /// Inspect signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print every setting as AUTH_JIT_NAME=value (secrets redacted).
+    Settings,
+    /// Exit 0 if the server on AUTH_JIT_PORT answers /api/health with 200
+    /// (for container health checks, where there is no curl).
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Register a client; prints its new secret alone on stdout.
+    /// Register a client; prints its new secret alone on stdout (nothing
+    /// with --public-key).
     Add(AddArgs),
     /// List registered clients.
     List,
@@ -67,8 +73,8 @@ pub struct AddArgs {
     /// Allow token exchange (RFC 8693).
     #[arg(long)]
     pub exchange: bool,
-    /// Audiences this client serves (besides its own id): it may verify and
-    /// revoke tokens addressed to them.
+    /// Audiences this client serves (besides its own id): it may verify,
+    /// introspect, revoke and exchange tokens addressed to them.
     #[arg(long = "receives", num_args = 1..)]
     pub receives: Vec<Audience>,
     /// Token requests per second for this client (0: unlimited).
@@ -126,7 +132,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                     file.add_with_key(entry, &key)?;
                     file.write(path)?;
                     eprintln!(
-                        "client {} added to {} with a {} public key (private_key_jwt); no secret",
+                        "client {} added to {} with an {} public key (private_key_jwt); no secret",
                         args.id,
                         path.display(),
                         key.alg_name()
@@ -194,6 +200,12 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             }
             eprintln!("every token issued to {id} up to now is revoked");
         }
+        Command::Settings => {
+            for (name, value) in settings.describe() {
+                println!("{name}={value}");
+            }
+        }
+        Command::Healthcheck => healthcheck(settings).await?,
         Command::Keys(KeysCommand::List) => {
             let keys = KeySet::list(settings)?;
             if keys.is_empty() {
@@ -219,4 +231,41 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
 
 fn unreachable_serve() {
     // `main` runs `serve` itself; nothing to do here.
+}
+
+/// GET /api/health on the configured port, over loopback when the server
+/// listens on all interfaces. Plain HTTP/1.1 over a socket: the status line
+/// is all that matters, and it keeps an HTTP client out of the binary.
+async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = if settings.host.is_unspecified() {
+        match settings.host {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
+        }
+    } else {
+        settings.host
+    };
+    let addr = std::net::SocketAddr::new(host, settings.port);
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), check).await {
+        Ok(Ok(head)) if head.starts_with(b"HTTP/1.1 200") => {
+            eprintln!("healthy: {addr}");
+            Ok(())
+        }
+        Ok(Ok(head)) => anyhow::bail!(
+            "unhealthy: {addr} answered {}",
+            String::from_utf8_lossy(&head).trim()
+        ),
+        Ok(Err(e)) => anyhow::bail!("unhealthy: {addr}: {e}"),
+        Err(_) => anyhow::bail!("unhealthy: {addr} did not answer within 3 s"),
+    }
 }

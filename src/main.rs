@@ -20,7 +20,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let guard = telemetry::init(&settings);
+    let guard = match telemetry::init(&settings) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("auth-jit: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         None | Some(Command::Serve) => lifetime::run(settings).await,
         Some(command) => run_command(&settings, command).await,

@@ -32,6 +32,16 @@ pub enum Environment {
     Prod,
 }
 
+/// How spans reach the OTLP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318, path /v1/traces).
+    Http,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -86,6 +96,9 @@ pub struct Settings {
     pub leeway: u64,
     pub signing_alg: SigningAlg,
     pub otlp_endpoint: String,
+    pub otlp_protocol: OtlpProtocol,
+    /// Audit events are also appended here as JSON lines.
+    pub audit_log_file: Option<PathBuf>,
     /// 32 bytes that encrypt private keys at rest, if configured.
     pub key_encryption_key: Option<KeyEncryptionKey>,
     pub rate_limit: u32,
@@ -124,6 +137,8 @@ struct Raw {
     leeway: u64,
     signing_alg: String,
     otlp_endpoint: Option<String>,
+    otlp_protocol: OtlpProtocol,
+    audit_log_file: Option<PathBuf>,
     key_encryption_key: Option<String>,
     key_encryption_key_file: Option<PathBuf>,
     rate_limit: u32,
@@ -164,6 +179,8 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("leeway", Some("5")),
     ("signing_alg", Some("EdDSA")),
     ("otlp_endpoint", None),
+    ("otlp_protocol", Some("grpc")),
+    ("audit_log_file", None),
     ("key_encryption_key", None),
     ("key_encryption_key_file", None),
     ("rate_limit", Some("100")),
@@ -240,6 +257,68 @@ impl Settings {
             self.issuer = default_issuer(self.host, port);
         }
         self.port = port;
+    }
+
+    /// Every setting as `(AUTH_JIT_NAME, value)`, secrets redacted: what
+    /// `auth-jit settings` prints.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let secret = |set: bool| if set { "[redacted]" } else { "" }.to_owned();
+        let path = |p: &Path| p.display().to_string();
+        let values = [
+            ("host", self.host.to_string()),
+            ("port", self.port.to_string()),
+            (
+                "environment",
+                format!("{:?}", self.environment).to_lowercase(),
+            ),
+            ("log_level", self.log_level.clone()),
+            (
+                "log_format",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
+            ("issuer", self.issuer.clone()),
+            ("data_dir", path(&self.data_dir)),
+            ("clients_file", path(&self.clients_file)),
+            ("store_url", secret(self.uses_redis())),
+            ("store_prefix", self.store_prefix.clone()),
+            ("store_timeout_ms", self.store_timeout_ms.to_string()),
+            ("default_ttl", self.default_ttl.to_string()),
+            ("max_ttl", self.max_ttl.to_string()),
+            ("leeway", self.leeway.to_string()),
+            ("signing_alg", self.signing_alg.to_string()),
+            ("otlp_endpoint", self.otlp_endpoint.clone()),
+            (
+                "otlp_protocol",
+                format!("{:?}", self.otlp_protocol).to_lowercase(),
+            ),
+            (
+                "audit_log_file",
+                self.audit_log_file.as_deref().map(path).unwrap_or_default(),
+            ),
+            (
+                "key_encryption_key",
+                secret(self.key_encryption_key.is_some()),
+            ),
+            ("key_encryption_key_file", String::new()),
+            ("rate_limit", self.rate_limit.to_string()),
+            (
+                "max_delegation_depth",
+                self.max_delegation_depth.to_string(),
+            ),
+            ("max_body_bytes", self.max_body_bytes.to_string()),
+            (
+                "request_timeout_secs",
+                self.request_timeout_secs.to_string(),
+            ),
+            (
+                "shutdown_timeout_secs",
+                self.shutdown_timeout_secs.to_string(),
+            ),
+        ];
+        values
+            .into_iter()
+            .map(|(k, v)| (format!("{PREFIX}_{}", k.to_ascii_uppercase()), v))
+            .collect()
     }
 
     /// Whether an external store (Redis) is configured.
@@ -356,6 +435,18 @@ impl Raw {
             }
             None => default_issuer(host, self.port),
         };
+        let otlp_endpoint = non_empty(self.otlp_endpoint).unwrap_or_default();
+        if !otlp_endpoint.is_empty() {
+            let ok = url::Url::parse(&otlp_endpoint)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(bad(
+                    "otlp_endpoint",
+                    "expected empty (no export) or an http(s) URL such as http://localhost:4317",
+                ));
+            }
+        }
         let store_url = non_empty(self.store_url).unwrap_or_default();
         if !store_url.is_empty() {
             let scheme_ok = url::Url::parse(&store_url)
@@ -415,7 +506,9 @@ impl Raw {
             max_ttl: self.max_ttl,
             leeway: self.leeway,
             signing_alg,
-            otlp_endpoint: non_empty(self.otlp_endpoint).unwrap_or_default(),
+            otlp_endpoint,
+            otlp_protocol: self.otlp_protocol,
+            audit_log_file: self.audit_log_file.filter(|p| !p.as_os_str().is_empty()),
             key_encryption_key,
             rate_limit: self.rate_limit,
             max_delegation_depth: self.max_delegation_depth,
@@ -478,6 +571,17 @@ mod tests {
         assert_eq!(s.signing_alg, SigningAlg::EdDSA);
         assert_eq!(s.log_format, LogFormat::Text);
         assert!(s.key_encryption_key.is_none());
+    }
+
+    #[test]
+    fn describe_names_every_setting_once() {
+        let s = load(&[]).expect("defaults");
+        let names: Vec<String> = s.describe().into_iter().map(|(k, _)| k).collect();
+        let expected: Vec<String> = DEFAULTS
+            .iter()
+            .map(|(k, _)| format!("AUTH_JIT_{}", k.to_ascii_uppercase()))
+            .collect();
+        assert_eq!(names, expected);
     }
 
     #[test]

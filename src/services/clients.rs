@@ -161,7 +161,8 @@ impl ClientsFile {
         })?;
         let text = format!(
             "# auth-jit clients: written by `auth-jit client ...`; hand edits are read too.\n\
-             # secret_sha256 is base64url(SHA-256(secret)); the secret itself is never stored.\n\n{body}"
+             # secret_sha256 is base64url(SHA-256(secret)); the secret itself is never stored.\n\
+             # public_jwk (instead of a secret) is the public key of a private_key_jwt client.\n\n{body}"
         );
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let result = (|| {

@@ -94,8 +94,16 @@ impl KeySet {
         if !loaded.iter().any(|k| k.0.alg == settings.signing_alg) {
             let (key, der) =
                 SigningKey::generate(settings.signing_alg).map_err(|_| KeysError::Generate)?;
-            let info = write_key(&dir, settings.signing_alg, &der, now, kek)?;
-            tracing::info!(kid = key.kid(), alg = %settings.signing_alg, "created a signing key");
+            let mut info = write_key(&dir, settings.signing_alg, &der, now, kek)?;
+            info.kid = key.kid().to_owned();
+            tracing::info!(
+                target: crate::services::telemetry::AUDIT,
+                event = "key_created",
+                outcome = "success",
+                kid = key.kid(),
+                alg = %settings.signing_alg,
+                "created a signing key"
+            );
             loaded.push((info, key));
         }
         Self::from_loaded(loaded, settings.signing_alg)

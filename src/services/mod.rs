@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod keys;
+pub mod metrics;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;

@@ -1,43 +1,200 @@
-//! Logging set-up: `EnvFilter` from `AUTH_JIT_LOG_LEVEL` (or `RUST_LOG`),
-//! human-readable or JSON lines on stderr. Stdout is reserved for command
-//! output such as the secret `client add` prints.
+//! Telemetry set-up, in one place:
+//!
+//! - logs: `EnvFilter` from `AUTH_JIT_LOG_LEVEL` (or `RUST_LOG`), text or
+//!   JSON lines on stderr (stdout is reserved for command output);
+//! - audit: events on the `audit` target, also appended as JSON lines to
+//!   `AUTH_JIT_AUDIT_LOG_FILE` when set;
+//! - traces: with `AUTH_JIT_OTLP_ENDPOINT`, spans go over OTLP (gRPC by
+//!   default, HTTP/protobuf with `AUTH_JIT_OTLP_PROTOCOL=http`), and an
+//!   incoming W3C `traceparent` is honoured.
+//!
+//! Nothing here records a token, a secret or an Authorization header: spans
+//! carry route, method, status, client id, audience and outcome only.
 
+use std::fs::OpenOptions;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 
+use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-use crate::settings::{LogFormat, Settings};
+use crate::settings::{LogFormat, OtlpProtocol, Settings};
 
-/// Keeps telemetry alive; dropping it flushes what is buffered.
-#[derive(Debug)]
+/// The tracing target of audit events.
+pub const AUDIT: &str = "audit";
+
+/// Keeps telemetry alive; dropping it flushes and stops the span exporter.
 pub struct Guard {
-    _private: (),
+    provider: Option<SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("otlp", &self.provider.is_some())
+            .finish()
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        tracing::debug!("telemetry flushed");
+        if let Some(provider) = self.provider.take() {
+            // Flush what the batch processor still holds, then stop it.
+            if let Err(e) = provider.force_flush() {
+                eprintln!("auth-jit: flushing spans failed: {e}");
+            }
+            if let Err(e) = provider.shutdown() {
+                eprintln!("auth-jit: stopping the span exporter failed: {e}");
+            }
+        }
     }
 }
 
-/// Installs the global subscriber. Safe to call once per process; a second
-/// call (tests) keeps the first subscriber.
-pub fn init(settings: &Settings) -> Guard {
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("AUTH_JIT_OTLP_ENDPOINT: {0}")]
+    Otlp(String),
+    #[error("AUTH_JIT_AUDIT_LOG_FILE: cannot open {path}: {source}")]
+    AuditFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Installs the global subscriber. A second call (tests) keeps the first.
+pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_level));
-    let registry = tracing_subscriber::registry().with(filter);
     let ansi = std::io::stderr().is_terminal();
-    let _ = match settings.log_format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
-            .try_init(),
+    let logs = match settings.log_format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
-    Guard { _private: () }
+    let audit = match &settings.audit_log_file {
+        Some(path) => {
+            let mut options = OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let file = options
+                .open(path)
+                .map_err(|source| TelemetryError::AuditFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            Some(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(Mutex::new(file))
+                    .with_filter(Targets::new().with_target(AUDIT, Level::INFO)),
+            )
+        }
+        None => None,
+    };
+    let (otel, provider) = if settings.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let provider = tracer_provider(settings)?;
+        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+        ]));
+        let tracer = provider.tracer("auth-jit");
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                Targets::new()
+                    .with_target("auth_jit", Level::DEBUG)
+                    .with_target(AUDIT, Level::INFO)
+                    .with_default(Level::WARN),
+            );
+        (Some(layer), Some(provider))
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(audit)
+        .with(otel)
+        .try_init();
+    Ok(Guard { provider })
+}
+
+fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryError> {
+    let endpoint = settings.otlp_endpoint.trim_end_matches('/');
+    let exporter = match settings.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build(),
+        OtlpProtocol::Http => {
+            // A bare collector address gets the standard traces path.
+            let url = if endpoint.ends_with("/v1/traces") {
+                endpoint.to_owned()
+            } else {
+                format!("{endpoint}/v1/traces")
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url)
+                .with_headers(Default::default())
+                .build()
+        }
+    }
+    .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+    let resource = Resource::builder()
+        .with_service_name("auth-jit")
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(KeyValue::new(
+            "deployment.environment.name",
+            format!("{:?}", settings.environment).to_lowercase(),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Reads W3C trace context from request headers.
+pub struct HeaderExtractor<'a>(pub &'a axum::http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The remote parent of a request, if it sent `traceparent`.
+pub fn remote_context(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }

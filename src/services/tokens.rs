@@ -272,12 +272,21 @@ impl TokenService {
         claims: &AccessClaims,
         consume: bool,
     ) -> Result<TokenState, TokenError> {
-        match self.clients.get(&claims.client_id) {
-            None => return Ok(TokenState::Revoked),
-            Some(owner) if owner.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {
-                return Ok(TokenState::Revoked)
+        // The client that obtained the token and, for exchanged tokens, the
+        // client it was originally issued to (`sub`): removing either, or
+        // `client revoke-tokens` on either, ends the token.
+        let mut owners = vec![claims.client_id.as_str()];
+        if claims.act.is_some() && claims.sub != claims.client_id {
+            owners.push(claims.sub.as_str());
+        }
+        for owner in owners {
+            match self.clients.get(owner) {
+                None => return Ok(TokenState::Revoked),
+                Some(c) if c.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {
+                    return Ok(TokenState::Revoked)
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
         Ok(self
             .store
@@ -318,7 +327,18 @@ impl TokenService {
             &Expectation::default(),
             now,
         )
-        .map_err(|e| TokenError::InvalidGrant(format!("subject_token: {e}")))?;
+        .map_err(|e| match e {
+            VerifyError::BindingRequired => TokenError::InvalidGrant(
+                "subject_token is bound to one request and cannot be exchanged".into(),
+            ),
+            e => TokenError::InvalidGrant(format!("subject_token: {e}")),
+        })?;
+        // Checked before anything is consumed: an exchange that cannot
+        // produce a token must not use up a single-use subject token.
+        let remaining = subject.exp.saturating_sub(now);
+        if remaining == 0 {
+            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
+        }
         if !caller.receives(&subject.aud) {
             return Err(TokenError::InvalidGrant(
                 "subject_token is not addressed to this client".into(),
@@ -362,7 +382,6 @@ impl TokenService {
                 ))
             }
         }
-        let remaining = subject.exp.saturating_sub(now);
         let ttl = Ttl::new(grant.ttl.seconds().min(remaining))
             .map_err(|_| TokenError::InvalidGrant("subject_token has expired".into()))?;
         let grant = Grant { ttl, ..grant };

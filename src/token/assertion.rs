@@ -129,7 +129,11 @@ impl ClientKey {
         if let AlgorithmParameters::RSA(p) = &jwk.algorithm {
             let bits = URL_SAFE_NO_PAD
                 .decode(&p.n)
-                .map(|n| n.len() * 8)
+                .ok()
+                .and_then(|n| {
+                    let first = n.iter().position(|b| *b != 0)?;
+                    Some((n.len() - first) * 8 - n[first].leading_zeros() as usize)
+                })
                 .unwrap_or(0);
             if bits < 2048 {
                 return Err(AssertionError::BadKey("RSA keys need at least 2048 bits"));

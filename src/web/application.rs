@@ -19,6 +19,7 @@ pub struct AppState {
     pub clients: Clients,
     pub tokens: Arc<TokenService>,
     pub rate_limits: Arc<RateLimits>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets

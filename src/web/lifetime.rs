@@ -102,6 +102,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             clients,
             tokens,
             rate_limits,
+            metrics: crate::services::metrics::install(),
         },
         tasks,
     })

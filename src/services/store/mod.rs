@@ -137,22 +137,34 @@ impl StoreHandle {
         self.inner.kind()
     }
 
+    /// Runs one store call with the time bound, a `store.<op>` span and
+    /// the latency / error metrics.
     async fn bounded<T>(
         &self,
         op: &'static str,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "store",
+            otel.name = %format!("store.{op}"),
+            store.op = op,
+            store.backend = self.kind(),
+            error = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, fut).await {
+        let result = match tokio::time::timeout(self.timeout, fut.instrument(span.clone())).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout),
         };
         let elapsed = started.elapsed();
-        match &result {
-            Ok(_) => tracing::trace!(op, store = self.kind(), ?elapsed, "store call"),
-            Err(e) => {
-                tracing::warn!(op, store = self.kind(), ?elapsed, error = %e, "store call failed")
-            }
+        metrics::histogram!(crate::services::metrics::STORE_DURATION, "op" => op, "backend" => self.kind())
+            .record(elapsed.as_secs_f64());
+        if let Err(e) = &result {
+            span.record("error", tracing::field::display(e));
+            metrics::counter!(crate::services::metrics::STORE_ERRORS, "op" => op, "backend" => self.kind())
+                .increment(1);
+            tracing::warn!(op, store = self.kind(), ?elapsed, error = %e, "store call failed");
         }
         result
     }

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 
+use super::audit;
 use super::error::{scrub, ApiError};
 use crate::services::clients::Client;
 use crate::web::application::AppState;
@@ -94,7 +95,12 @@ impl FromRequestParts<AppState> for BasicClient {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(credentials) = basic_credentials(parts) else {
-            tracing::info!(target: "audit", event = "client_auth_failed", reason = "missing or malformed Basic credentials");
+            audit::client_auth_failed(
+                "client_secret_basic",
+                None,
+                false,
+                "missing or malformed Basic credentials",
+            );
             return Err(ApiError::InvalidClient);
         };
         match state
@@ -106,13 +112,12 @@ impl FromRequestParts<AppState> for BasicClient {
                 Ok(Self(client))
             }
             Err(_) => {
-                // The claimed id is logged only if it is a registered one:
-                // an unknown "id" might be a secret pasted in the wrong place.
                 let known = state.clients.get(&credentials.client_id).is_some();
-                tracing::info!(
-                    target: "audit",
-                    event = "client_auth_failed",
-                    client_id = if known { credentials.client_id.as_str() } else { "(unknown)" },
+                audit::client_auth_failed(
+                    "client_secret_basic",
+                    Some(&credentials.client_id),
+                    known,
+                    "wrong credentials",
                 );
                 Err(ApiError::InvalidClient)
             }

@@ -92,3 +92,27 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             .into_response()
     }
 }
+
+/// Prometheus metrics, text exposition format.
+///
+/// Tokens issued and denied (by client, audience, reason), verifications by
+/// outcome, client authentication failures, request durations by route,
+/// store latency and errors, and the active signing key's age.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(active) = state.tokens.keys().info().iter().find(|k| k.active) {
+        let age = state.tokens.now().saturating_sub(active.created);
+        metrics::gauge!(crate::services::metrics::KEY_AGE, "kid" => active.kid.clone())
+            .set(age as f64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -18,6 +18,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit;
 use super::error::{ApiError, ErrorBody};
 use super::extract::basic_credentials_from;
 use super::token::{no_store, TokenResponse};
@@ -54,16 +55,17 @@ impl Form {
             ));
         }
         let mut map = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (name, value) in url::form_urlencoded::parse(body) {
-            if value.is_empty() {
-                // RFC 6749 §3.1: parameters without a value are omitted.
-                continue;
-            }
-            if map.insert(name.to_string(), value.to_string()).is_some() {
+            if !seen.insert(name.to_string()) {
                 return Err(ApiError::InvalidRequest(format!(
                     "parameter `{}` is repeated",
                     name.chars().take(40).collect::<String>()
                 )));
+            }
+            // RFC 6749 §3.1: parameters without a value are treated as omitted.
+            if !value.is_empty() {
+                map.insert(name.to_string(), value.to_string());
             }
         }
         Ok(Self(map))
@@ -97,12 +99,7 @@ async fn authenticate(
     let form_client_id = form.take("client_id");
     let failed = |method: &'static str, client_id: Option<&str>| {
         let known = client_id.is_some_and(|id| state.clients.get(id).is_some());
-        tracing::info!(
-            target: "audit",
-            event = "client_auth_failed",
-            method,
-            client_id = if known { client_id.unwrap_or_default() } else { "(unknown)" },
-        );
+        audit::client_auth_failed(method, client_id, known, "wrong credentials");
         ApiError::InvalidClient
     };
     let client = if basic {
@@ -159,11 +156,18 @@ async fn authenticate(
             format!("{issuer}/oauth/revoke"),
         ]
         .into();
-        let verified = assertion::verify(&jwt, key, &id, &audiences, state.tokens.leeway(), state.tokens.now())
-            .map_err(|e| {
-                tracing::info!(target: "audit", event = "client_auth_failed", method = "private_key_jwt", client_id = %id, reason = %e);
-                ApiError::InvalidClient
-            })?;
+        let verified = assertion::verify(
+            &jwt,
+            key,
+            &id,
+            &audiences,
+            state.tokens.leeway(),
+            state.tokens.now(),
+        )
+        .map_err(|e| {
+            audit::client_auth_failed("private_key_jwt", Some(&id), true, &e.to_string());
+            ApiError::InvalidClient
+        })?;
         let keep_until = verified
             .exp
             .saturating_add(state.tokens.leeway())
@@ -178,7 +182,7 @@ async fn authenticate(
                 ApiError::Unavailable("the token state store is unavailable; try again".into())
             })?;
         if !fresh {
-            tracing::info!(target: "audit", event = "client_auth_failed", method = "private_key_jwt", client_id = %id, reason = "assertion replayed");
+            audit::client_auth_failed("private_key_jwt", Some(&id), true, "assertion replayed");
             return Err(ApiError::InvalidClient);
         }
         client
@@ -250,6 +254,66 @@ fn target(form: &mut Form) -> Result<Audience, ApiError> {
     Audience::parse(&value).map_err(|e| ApiError::InvalidTarget(e.to_string()))
 }
 
+/// Applies the grant of a token request; rate limit first.
+async fn grant_token(
+    state: &AppState,
+    client: &Client,
+    form: &mut Form,
+) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
+    state
+        .rate_limits
+        .check(client.id.as_str(), client.rate_limit)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let grant_type = form.require("grant_type")?;
+    let scope = form
+        .take("scope")
+        .map(|s| Scope::parse(&s))
+        .transpose()
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    match grant_type.as_str() {
+        "client_credentials" => {
+            let audience = target(form)?;
+            let request = TokenRequest {
+                audience,
+                scope: scope.unwrap_or_default(),
+                ttl: None,
+                once: false,
+                bind: None,
+            };
+            Ok((state.tokens.issue(client, request).await?, None))
+        }
+        TOKEN_EXCHANGE => {
+            let subject_token = form.require("subject_token")?;
+            let subject_type = form.require("subject_token_type")?;
+            if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
+                return Err(ApiError::InvalidRequest(format!(
+                    "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form
+                .take("requested_token_type")
+                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+            {
+                return Err(ApiError::InvalidRequest(format!(
+                    "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form.0.contains_key("actor_token") {
+                return Err(ApiError::InvalidRequest(
+                    "actor_token is not supported: the authenticated client is the actor".into(),
+                ));
+            }
+            let audience = target(form)?;
+            let issued = state
+                .tokens
+                .exchange(client, &subject_token, audience, scope)
+                .await?;
+            Ok((issued, Some(ACCESS_TOKEN_TYPE)))
+        }
+        _ => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
 /// Get a token: client credentials or token exchange.
 ///
 /// Client authentication: `client_secret_basic`, `client_secret_post` or
@@ -278,76 +342,24 @@ pub async fn token(
 ) -> Result<Response, ApiError> {
     let mut form = Form::parse(&headers, &body)?;
     let client = authenticate(&state, &headers, &mut form).await?;
-    state
-        .rate_limits
-        .check(client.id.as_str(), client.rate_limit)
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
-    let grant_type = form.require("grant_type")?;
-    let scope = form
-        .take("scope")
-        .map(|s| Scope::parse(&s))
-        .transpose()
-        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
-    let (result, issued_token_type) = match grant_type.as_str() {
-        "client_credentials" => {
-            let audience = target(&mut form)?;
-            let request = TokenRequest {
-                audience,
-                scope: scope.unwrap_or_default(),
-                ttl: None,
-                once: false,
-                bind: None,
-            };
-            (state.tokens.issue(&client, request).await, None)
-        }
-        TOKEN_EXCHANGE => {
-            let subject_token = form.require("subject_token")?;
-            let subject_type = form.require("subject_token_type")?;
-            if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
-                return Err(ApiError::InvalidRequest(format!(
-                    "subject_token_type must be {ACCESS_TOKEN_TYPE}"
-                )));
-            }
-            if form
-                .take("requested_token_type")
-                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-            {
-                return Err(ApiError::InvalidRequest(format!(
-                    "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
-                )));
-            }
-            if form.0.contains_key("actor_token") {
-                return Err(ApiError::InvalidRequest(
-                    "actor_token is not supported: the authenticated client is the actor".into(),
-                ));
-            }
-            let audience = target(&mut form)?;
-            (
-                state
-                    .tokens
-                    .exchange(&client, &subject_token, audience, scope)
-                    .await,
-                Some(ACCESS_TOKEN_TYPE),
-            )
-        }
-        _ => return Err(ApiError::UnsupportedGrantType),
+    let audience = form
+        .0
+        .get("audience")
+        .or_else(|| form.0.get("resource"))
+        .cloned();
+    let grant = match form.0.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => "client_credentials",
+        Some(TOKEN_EXCHANGE) => "token_exchange",
+        _ => "other",
     };
-    let issued = match result {
-        Ok(issued) => issued,
+    let (issued, issued_token_type) = match grant_token(&state, &client, &mut form).await {
+        Ok(done) => done,
         Err(e) => {
-            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, grant_type = %grant_type, reason = %e);
-            return Err(e.into());
+            audit::token_denied(&client, audience.as_deref(), grant, &e);
+            return Err(e);
         }
     };
-    tracing::info!(
-        target: "audit",
-        event = "token_issued",
-        client_id = %client.id,
-        aud = %issued.claims.aud,
-        jti = %issued.claims.jti,
-        grant_type = %grant_type,
-        delegation_depth = issued.claims.delegation_depth(),
-    );
+    audit::token_issued(&client, &issued.claims, grant);
     let response = OAuthTokenResponse {
         token: TokenResponse {
             expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
@@ -409,7 +421,14 @@ pub async fn introspect(
     let client = authenticate(&state, &headers, &mut form).await?;
     let token = form.require("token")?;
     let claims = state.tokens.introspect(&client, &token).await?;
-    tracing::info!(target: "audit", event = "token_introspected", client_id = %client.id, active = claims.is_some());
+    match &claims {
+        Some(claims) => audit::verification(&client, "introspect", Ok(claims)),
+        None => audit::verification(
+            &client,
+            "introspect",
+            Err(&ApiError::InvalidToken("inactive".into())),
+        ),
+    }
     let answer = Introspection {
         active: claims.is_some(),
         token_type: claims.as_ref().map(|_| "Bearer"),
@@ -447,7 +466,7 @@ pub async fn revoke(
         .tokens
         .revoke(&client, RevokeTarget::Token(&token))
         .await?;
-    tracing::info!(target: "audit", event = "token_revoked", client_id = %client.id, by = "token", applied);
+    audit::revocation(&client, "token", applied, None);
     Ok(no_store(axum::http::StatusCode::OK.into_response()))
 }
 

@@ -77,6 +77,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(oauth::metadata))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
         .split_for_parts()
 }
 
@@ -99,33 +100,78 @@ pub fn router(state: AppState) -> Router {
         // Outside the limit and timeout layers, so their bare answers get
         // the JSON shape too.
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(record_metrics))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                // Method and route pattern only: never the raw URI (queries)
-                // and never headers (Authorization).
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("unmatched", MatchedPath::as_str);
-                let request_id = request
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!(
-                    "request",
-                    http.method = %request.method(),
-                    http.route = route,
-                    request_id,
-                    client_id = tracing::field::Empty,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &Response, _latency: Duration, span: &tracing::Span| {
+                        let status = response.status();
+                        span.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    },
+                ),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
+}
+
+/// One span per request, named by method and route pattern (never the raw
+/// URI, never headers), child of the caller's trace if it sent
+/// `traceparent`.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let method = request.method();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+        client_id = tracing::field::Empty,
+        aud = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let _ = span.set_parent(crate::services::telemetry::remote_context(
+        request.headers(),
+    ));
+    span
+}
+
+/// Request duration by method, route pattern and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        crate::services::metrics::HTTP_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn landing() -> Html<&'static str> {

@@ -8,9 +8,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, BasicClient};
-use crate::services::tokens::{RevokeTarget, TokenError};
+use crate::services::tokens::RevokeTarget;
 use crate::token::claims::AccessClaims;
 use crate::token::policy::{Binding, TokenRequest};
 use crate::token::types::{Audience, Scope, Ttl};
@@ -124,33 +125,22 @@ pub async fn issue(
     BasicClient(client): BasicClient,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
+    let audience = body.audience.clone();
+    let denied = |e: ApiError| {
+        audit::token_denied(&client, Some(&audience), "jit", &e);
+        e
+    };
     state
         .rate_limits
         .check(client.id.as_str(), client.rate_limit)
-        .map_err(|retry_after| {
-            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, reason = "rate_limited");
-            ApiError::TooManyRequests { retry_after }
-        })?;
-    let request = parse_issue(body).inspect_err(|e| {
-        tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, reason = %e);
-    })?;
-    let audience = request.audience.clone();
-    let issued = match state.tokens.issue(&client, request).await {
-        Ok(issued) => issued,
-        Err(e) => {
-            tracing::info!(target: "audit", event = "token_denied", client_id = %client.id, aud = %audience, reason = %e);
-            return Err(e.into());
-        }
-    };
-    tracing::info!(
-        target: "audit",
-        event = "token_issued",
-        client_id = %client.id,
-        aud = %issued.claims.aud,
-        jti = %issued.claims.jti,
-        exp = issued.claims.exp,
-        once = issued.claims.is_single_use(),
-    );
+        .map_err(|retry_after| denied(ApiError::TooManyRequests { retry_after }))?;
+    let request = parse_issue(body).map_err(denied)?;
+    let issued = state
+        .tokens
+        .issue(&client, request)
+        .await
+        .map_err(|e| denied(e.into()))?;
+    audit::token_issued(&client, &issued.claims, "jit");
     let response = TokenResponse {
         expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
         scope: issued.claims.scope.clone().unwrap_or_default(),
@@ -228,7 +218,7 @@ pub async fn verify(
         .await
     {
         Ok(claims) => {
-            tracing::info!(target: "audit", event = "token_verified", client_id = %client.id, aud = %claims.aud, jti = %claims.jti, once = claims.is_single_use());
+            audit::verification(&client, "verify", Ok(&claims));
             Ok(no_store(
                 Json(VerifyResponse {
                     active: true,
@@ -238,10 +228,9 @@ pub async fn verify(
             ))
         }
         Err(e) => {
-            if !matches!(e, TokenError::Unavailable(_)) {
-                tracing::info!(target: "audit", event = "verification_failed", client_id = %client.id, aud = %body.audience, reason = %e);
-            }
-            Err(e.into())
+            let error = ApiError::from(e);
+            audit::verification(&client, "verify", Err(&error));
+            Err(error)
         }
     }
 }
@@ -301,6 +290,6 @@ pub async fn revoke(
     };
     let by = if body.token.is_some() { "token" } else { "jti" };
     let revoked = state.tokens.revoke(&client, target).await?;
-    tracing::info!(target: "audit", event = "token_revoked", client_id = %client.id, by, applied = revoked);
+    audit::revocation(&client, by, revoked, body.jti.as_deref());
     Ok(no_store(Json(serde_json::json!({})).into_response()))
 }

@@ -1,0 +1,94 @@
+//! Prometheus metrics: the recorder and the names we record.
+//!
+//! Label values are bounded: client ids and audiences come from the clients
+//! file (an audience a client is not registered for is labelled `other`),
+//! reasons and outcomes from fixed lists, routes from route patterns.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const TOKENS_ISSUED: &str = "auth_jit_tokens_issued_total";
+pub const TOKENS_DENIED: &str = "auth_jit_tokens_denied_total";
+pub const VERIFICATIONS: &str = "auth_jit_verifications_total";
+pub const CLIENT_AUTH_FAILURES: &str = "auth_jit_client_auth_failures_total";
+pub const REVOCATIONS: &str = "auth_jit_revocations_total";
+pub const HTTP_DURATION: &str = "auth_jit_http_request_duration_seconds";
+pub const STORE_DURATION: &str = "auth_jit_store_call_duration_seconds";
+pub const STORE_ERRORS: &str = "auth_jit_store_errors_total";
+pub const KEY_AGE: &str = "auth_jit_signing_key_age_seconds";
+
+/// The process-wide recorder. The `metrics` facade is global by design, so
+/// the handle is too; installing twice (tests) returns the first.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        TOKENS_ISSUED,
+        "Tokens issued, by client, audience and grant"
+    );
+    metrics::describe_counter!(
+        TOKENS_DENIED,
+        "Token requests refused, by client, audience and reason"
+    );
+    metrics::describe_counter!(
+        VERIFICATIONS,
+        "Token verifications and introspections, by outcome"
+    );
+    metrics::describe_counter!(
+        CLIENT_AUTH_FAILURES,
+        "Failed client authentications, by method"
+    );
+    metrics::describe_counter!(
+        REVOCATIONS,
+        "Revocation requests, by how the token was named"
+    );
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request duration, by method, route and status"
+    );
+    metrics::describe_histogram!(
+        STORE_DURATION,
+        metrics::Unit::Seconds,
+        "State store call duration, by operation and backend"
+    );
+    metrics::describe_counter!(
+        STORE_ERRORS,
+        "State store calls that failed or timed out, by operation and backend"
+    );
+    metrics::describe_gauge!(
+        KEY_AGE,
+        metrics::Unit::Seconds,
+        "Age of the active signing key"
+    );
+}
+
+/// An audience as a label: itself if `allowed`, else `other`.
+pub fn audience_label(audience: &str, allowed: bool) -> String {
+    if allowed {
+        audience.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}

@@ -1,0 +1,126 @@
+//! Audit events and the metrics that count them, in one place, so every
+//! endpoint reports the same way.
+//!
+//! Each event goes to the `audit` tracing target (and the audit file, if
+//! configured) with `event`, `outcome`, `client_id`, `aud`, `jti` and
+//! `reason` as they apply; the request id comes from the enclosing request
+//! span. Never a token, never a secret.
+
+use metrics::counter;
+
+use super::error::ApiError;
+use crate::services::clients::Client;
+use crate::services::metrics::{
+    audience_label, CLIENT_AUTH_FAILURES, REVOCATIONS, TOKENS_DENIED, TOKENS_ISSUED, VERIFICATIONS,
+};
+use crate::services::telemetry::AUDIT;
+use crate::token::claims::AccessClaims;
+
+fn span_outcome(outcome: &'static str, aud: Option<&str>) {
+    let span = tracing::Span::current();
+    span.record("outcome", outcome);
+    if let Some(aud) = aud {
+        span.record("aud", aud);
+    }
+}
+
+/// A client failed to authenticate. `claimed` is logged only if it names a
+/// registered client: an unknown "id" might be a secret pasted there.
+pub fn client_auth_failed(method: &'static str, claimed: Option<&str>, known: bool, reason: &str) {
+    let client_id = match claimed {
+        Some(id) if known => id,
+        _ => "(unknown)",
+    };
+    tracing::info!(target: AUDIT, event = "client_auth_failed", outcome = "failure", method, client_id, reason);
+    counter!(CLIENT_AUTH_FAILURES, "method" => method).increment(1);
+    span_outcome("client_auth_failed", None);
+}
+
+pub fn token_issued(client: &Client, claims: &AccessClaims, grant: &'static str) {
+    tracing::info!(
+        target: AUDIT,
+        event = "token_issued",
+        outcome = "success",
+        grant,
+        client_id = %client.id,
+        aud = %claims.aud,
+        jti = %claims.jti,
+        exp = claims.exp,
+        once = claims.is_single_use(),
+        delegation_depth = claims.delegation_depth(),
+    );
+    counter!(TOKENS_ISSUED, "client" => client.id.to_string(), "audience" => claims.aud.clone(), "grant" => grant)
+        .increment(1);
+    span_outcome("issued", Some(&claims.aud));
+}
+
+pub fn token_denied(client: &Client, aud: Option<&str>, grant: &'static str, error: &ApiError) {
+    let reason = error.code();
+    tracing::info!(
+        target: AUDIT,
+        event = "token_denied",
+        outcome = "failure",
+        grant,
+        client_id = %client.id,
+        aud = aud.unwrap_or_default(),
+        reason,
+        detail = %error,
+    );
+    let allowed = aud.is_some_and(|a| client.policy.audiences.iter().any(|x| x.as_str() == a));
+    let label = aud.map_or_else(|| "none".to_owned(), |a| audience_label(a, allowed));
+    counter!(TOKENS_DENIED, "client" => client.id.to_string(), "audience" => label, "reason" => reason)
+        .increment(1);
+    span_outcome("denied", aud.filter(|_| allowed));
+}
+
+/// A verification (`via` = `verify`) or introspection (`introspect`).
+pub fn verification(client: &Client, via: &'static str, result: Result<&AccessClaims, &ApiError>) {
+    match result {
+        Ok(claims) => {
+            tracing::info!(
+                target: AUDIT,
+                event = "token_verified",
+                outcome = "success",
+                via,
+                client_id = %client.id,
+                aud = %claims.aud,
+                jti = %claims.jti,
+                once = claims.is_single_use(),
+            );
+            counter!(VERIFICATIONS, "via" => via, "outcome" => "active").increment(1);
+            span_outcome("active", Some(&claims.aud));
+        }
+        Err(error) => {
+            let outcome = match error {
+                ApiError::Unavailable(_) => "unavailable",
+                ApiError::Forbidden(_) => "forbidden",
+                _ => "inactive",
+            };
+            tracing::info!(
+                target: AUDIT,
+                event = "verification_failed",
+                outcome = "failure",
+                via,
+                client_id = %client.id,
+                reason = outcome,
+                detail = %error,
+            );
+            counter!(VERIFICATIONS, "via" => via, "outcome" => outcome).increment(1);
+            span_outcome(outcome, None);
+        }
+    }
+}
+
+pub fn revocation(client: &Client, by: &'static str, applied: bool, jti: Option<&str>) {
+    tracing::info!(
+        target: AUDIT,
+        event = "token_revoked",
+        outcome = if applied { "success" } else { "ignored" },
+        by,
+        client_id = %client.id,
+        jti = jti.unwrap_or_default(),
+    );
+    counter!(REVOCATIONS, "by" => by, "applied" => if applied { "true" } else { "false" })
+        .increment(1);
+    span_outcome(if applied { "revoked" } else { "ignored" }, None);
+}
