@@ -7,7 +7,8 @@ VENV  := .venv-test
 PY    := $(VENV)/bin/python
 # Third-party verifiers used by the interop tests, pinned.
 PY_DEPS := pyjwt[crypto]==2.15.1 cryptography==50.0.2 authlib==1.9.6 joserfc==1.8.0 requests==2.34.2 \
-           grpcio==1.85.3 opentelemetry-proto==1.45.2 protobuf==7.36.2
+           grpcio==1.85.3 opentelemetry-proto==1.45.2 protobuf==7.36.2 \
+           pyyaml==6.0.3 prometheus-client==0.26.0
 
 .PHONY: all install run test test-deps lint fmt clean
 
@@ -28,7 +29,7 @@ test-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; \
 	fi
-	@if [ ! -x $(PY) ] || ! $(PY) -c 'import jwt, cryptography, authlib, joserfc, requests, grpc, google.protobuf, opentelemetry.proto' 2>/dev/null; then \
+	@if [ ! -x $(PY) ] || ! $(PY) -c 'import jwt, cryptography, authlib, joserfc, requests, grpc, google.protobuf, opentelemetry.proto, yaml, prometheus_client' 2>/dev/null; then \
 		echo "creating $(VENV) with $(PY_DEPS)"; \
 		python3 -m venv $(VENV) && $(PY) -m pip install -q --disable-pip-version-check $(PY_DEPS); \
 	fi

@@ -20,6 +20,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Probes and listings print and exit: no telemetry to start (and no
+    // OTLP exporter to build on every container health probe).
+    if let Some(command @ (Command::Settings | Command::Healthcheck)) = cli.command {
+        return match run_command(&settings, command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("auth-jit: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let guard = match telemetry::init(&settings) {
         Ok(guard) => guard,
         Err(e) => {

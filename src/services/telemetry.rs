@@ -113,7 +113,11 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
                     .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(Mutex::new(file))
-                    .with_filter(Targets::new().with_target(AUDIT, Level::INFO)),
+                    // Audit events, plus the request spans they happen in
+                    // (for the request id).
+                    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                        meta.target() == AUDIT || (meta.is_span() && meta.name() == "request")
+                    })),
             )
         }
         None => None,

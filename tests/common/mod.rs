@@ -63,7 +63,12 @@ impl Server {
                     eprintln!("[auth-jit] {line}");
                 }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    // Text and JSON logs alike: the address ends at the first
+                    // character that cannot be part of host:port.
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+                        .collect();
                     let _ = tx.send(addr);
                 }
                 sink.lock().expect("logs").push(line);

@@ -107,7 +107,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(
                     |response: &Response, _latency: Duration, span: &tracing::Span| {
                         let status = response.status();
-                        span.record("http.response.status_code", status.as_u16());
+                        span.record("http.response.status_code", i64::from(status.as_u16()));
                         if status.is_server_error() {
                             span.record("otel.status_code", "ERROR");
                         }
