@@ -22,16 +22,29 @@ install:
 run:
 	$(CARGO) run --release --locked -- serve
 
-## test-deps: what the tests need beyond cargo: redis-server and openssl (apt), a Python venv with PyJWT and Authlib
+## test-deps: what the tests need beyond cargo: redis-server, openssl, chromium (apt), playwright-core (npm), a Python venv with pinned interop tools
 test-deps:
-	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
-		echo "installing redis-server and openssl with apt-get"; \
+	@# Debian packages, installed only when missing (one apt-get update).
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing with apt-get:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@if [ ! -x $(PY) ] || ! $(PY) -c 'import jwt, cryptography, authlib, joserfc, requests, grpc, google.protobuf, opentelemetry.proto, yaml, prometheus_client' 2>/dev/null; then \
+	@# The browser driver (playwright-core, pinned by the lock file; it uses
+	@# Debian's Chromium and downloads no browser).
+	@if [ ! -d tests/browser/node_modules/playwright-core ]; then \
+		npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; \
+	fi
+	@# Reinstalled whenever the pins change (the stamp holds the pin list).
+	@if [ ! -x $(PY) ] || [ "$$(cat $(VENV)/pins 2>/dev/null)" != "$(PY_DEPS)" ]; then \
 		echo "creating $(VENV) with $(PY_DEPS)"; \
-		python3 -m venv $(VENV) && $(PY) -m pip install -q --disable-pip-version-check $(PY_DEPS); \
+		python3 -m venv $(VENV) && $(PY) -m pip install -q --disable-pip-version-check $(PY_DEPS) \
+			&& echo "$(PY_DEPS)" > $(VENV)/pins; \
 	fi
 
 ## test: install test dependencies, then run every test (unit, integration, interop)
@@ -49,4 +62,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) tests/browser/node_modules

@@ -101,6 +101,8 @@ pub struct Settings {
     pub audit_log_file: Option<PathBuf>,
     /// 32 bytes that encrypt private keys at rest, if configured.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Where the key-encryption key was read from, if from a file.
+    pub key_encryption_key_file: Option<PathBuf>,
     pub rate_limit: u32,
     pub max_delegation_depth: usize,
     pub max_body_bytes: usize,
@@ -286,7 +288,7 @@ impl Settings {
             ("max_ttl", self.max_ttl.to_string()),
             ("leeway", self.leeway.to_string()),
             ("signing_alg", self.signing_alg.to_string()),
-            ("otlp_endpoint", self.otlp_endpoint.clone()),
+            ("otlp_endpoint", redact_userinfo(&self.otlp_endpoint)),
             (
                 "otlp_protocol",
                 format!("{:?}", self.otlp_protocol).to_lowercase(),
@@ -299,7 +301,13 @@ impl Settings {
                 "key_encryption_key",
                 secret(self.key_encryption_key.is_some()),
             ),
-            ("key_encryption_key_file", String::new()),
+            (
+                "key_encryption_key_file",
+                self.key_encryption_key_file
+                    .as_deref()
+                    .map(path)
+                    .unwrap_or_default(),
+            ),
             ("rate_limit", self.rate_limit.to_string()),
             (
                 "max_delegation_depth",
@@ -459,10 +467,12 @@ impl Raw {
                 ));
             }
         }
+        let key_encryption_key_file = self
+            .key_encryption_key_file
+            .filter(|p| !p.as_os_str().is_empty());
         let key_encryption_key = match (
             non_empty(self.key_encryption_key),
-            self.key_encryption_key_file
-                .filter(|p| !p.as_os_str().is_empty()),
+            key_encryption_key_file.clone(),
         ) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -510,12 +520,25 @@ impl Raw {
             otlp_protocol: self.otlp_protocol,
             audit_log_file: self.audit_log_file.filter(|p| !p.as_os_str().is_empty()),
             key_encryption_key,
+            key_encryption_key_file,
             rate_limit: self.rate_limit,
             max_delegation_depth: self.max_delegation_depth,
             max_body_bytes: self.max_body_bytes,
             request_timeout_secs: self.request_timeout_secs,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
         })
+    }
+}
+
+/// A URL with any `user:password@` replaced, for printing.
+fn redact_userinfo(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("redacted");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => value.to_owned(),
     }
 }
 

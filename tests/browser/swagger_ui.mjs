@@ -13,6 +13,7 @@
 //
 // Never downloads a browser: playwright-core drives the system Chromium.
 
+import { rmSync } from 'node:fs';
 import { mkdir, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -77,12 +78,14 @@ const shotPath = opts.screenshot;
 const result = { operations: null, missing: null, status: null, has_token: false, screenshot: null };
 let step = 'start';
 let browser = null;
+let page = null;
 let userDataDir = null;
 
-// Last resort: if even closing the browser hangs, exit anyway.
+// Last resort: if even closing the browser hangs, exit anyway (playwright kills the
+// Chromium it launched when this process exits).
 const hardKill = setTimeout(() => {
   report({ ...result, error: `hard timeout after ${timeoutMs + 15_000} ms (step: ${step})` }, 1);
-  try { browser?.process?.()?.kill('SIGKILL'); } catch {}
+  if (userDataDir) try { rmSync(userDataDir, { recursive: true, force: true }); } catch {}
   process.exit(1);
 }, timeoutMs + 15_000);
 hardKill.unref();
@@ -120,7 +123,20 @@ async function run() {
   });
   browser = context;
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] ?? (await context.newPage());
+  page = context.pages()[0] ?? (await context.newPage());
+  // A 401 carrying `WWW-Authenticate: Basic` (auth-jit's answer to bad credentials) makes
+  // Chromium ask for credentials with its own login prompt; headless, nobody answers it and
+  // the request hangs forever. Cancel such challenges so the page gets the 401 as it is.
+  const cdp = await context.newCDPSession(page);
+  cdp.on('Fetch.requestPaused', (e) => {
+    cdp.send('Fetch.continueRequest', { requestId: e.requestId }).catch(() => {});
+  });
+  cdp.on('Fetch.authRequired', (e) => {
+    cdp
+      .send('Fetch.continueWithAuth', { requestId: e.requestId, authChallengeResponse: { response: 'CancelAuth' } })
+      .catch(() => {});
+  });
+  await cdp.send('Fetch.enable', { handleAuthRequests: true, patterns: [{ urlPattern: '*' }] });
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e.message ?? e)));
 
@@ -186,15 +202,17 @@ async function run() {
   const statusCell = live.locator('tbody tr.response .response-col_status').first();
   await statusCell.waitFor();
   const statusText = clean(await statusCell.textContent());
-  const bodyEl = live.locator('.response-col_description .highlight-code').first();
-  let body = '';
-  if ((await bodyEl.count()) > 0) body = clean(await bodyEl.textContent());
+  // The body sits in `.highlight-code` next to copy/Download buttons; read only its <pre>.
+  const bodyEl = live.locator('.response-col_description .highlight-code pre.microlight').first();
+  const body = (await bodyEl.count()) > 0 ? ((await bodyEl.textContent()) ?? '').trim() : '';
+  let json = null;
+  try { json = JSON.parse(body); } catch {}
   const status = Number.parseInt(statusText, 10);
   result.status = Number.isNaN(status) ? statusText : status;
-  result.has_token = body.includes('access_token') && body.includes('token_type');
+  result.has_token =
+    typeof json?.access_token === 'string' && json.access_token.length > 0 && typeof json?.token_type === 'string';
 
   step = 'screenshot';
-  await op.scrollIntoViewIfNeeded();
   await mkdir(path.dirname(path.resolve(shotPath)), { recursive: true });
   await page.screenshot({ path: shotPath, fullPage: true });
   result.screenshot = shotPath;
@@ -202,8 +220,8 @@ async function run() {
   step = 'verdict';
   const problems = [];
   if (result.missing.length) problems.push(`operations not rendered: ${result.missing.join(', ')}`);
-  if (result.status !== 200) problems.push(`POST /api/token answered ${statusText || '(no status)'}: ${body.slice(0, 300) || '(no body)'}`);
-  else if (!result.has_token) problems.push(`200 body lacks access_token/token_type: ${body.slice(0, 300)}`);
+  if (result.status !== 200) problems.push(`POST /api/token answered ${statusText || '(no status)'}: ${clean(body).slice(0, 300) || '(no body)'}`);
+  else if (!result.has_token) problems.push(`200 body lacks access_token/token_type: ${clean(body).slice(0, 300)}`);
   if (problems.length) {
     if (pageErrors.length) problems.push(`page errors: ${pageErrors.slice(0, 3).join(' | ')}`);
     throw new Error(problems.join('; '));
@@ -229,6 +247,14 @@ try {
   report(result, 0);
 } catch (e) {
   const msg = String(e?.message ?? e).split('\n')[0];
+  // Best effort: a screenshot of whatever the page shows helps to see why.
+  if (page && !result.screenshot) {
+    try {
+      await mkdir(path.dirname(path.resolve(shotPath)), { recursive: true });
+      await page.screenshot({ path: shotPath, fullPage: true, timeout: 5_000 });
+      result.screenshot = shotPath;
+    } catch {}
+  }
   report({ ...result, error: `${step}: ${msg}` }, 1);
 } finally {
   clearTimeout(timer);

@@ -36,7 +36,7 @@ const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A parsed form: each parameter at most once.
-struct Form(BTreeMap<String, String>);
+pub struct Form(BTreeMap<String, String>);
 
 impl Form {
     fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
@@ -193,6 +193,34 @@ async fn authenticate(
     Ok(client)
 }
 
+/// An authenticated OAuth request: the caller and the rest of its form.
+/// Reading the body and authenticating live here so the three endpoints
+/// cannot differ in how they do it.
+pub struct OAuthRequest {
+    client: Arc<Client>,
+    form: Form,
+}
+
+impl axum::extract::FromRequest<AppState> for OAuthRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::InvalidRequest("could not read the request body".into()),
+            })?;
+        let mut form = Form::parse(&headers, &body)?;
+        let client = authenticate(state, &headers, &mut form).await?;
+        Ok(Self { client, form })
+    }
+}
+
 /// The form of `POST /oauth/token` (documentation; parsed by hand so that
 /// repeated parameters are refused).
 #[derive(Deserialize, ToSchema)]
@@ -337,15 +365,13 @@ async fn grant_token(
 )]
 pub async fn token(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    OAuthRequest { client, mut form }: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let mut form = Form::parse(&headers, &body)?;
-    let client = authenticate(&state, &headers, &mut form).await?;
     let audience = form
         .0
         .get("audience")
         .or_else(|| form.0.get("resource"))
+        .filter(|a| Audience::parse(a).is_ok())
         .cloned();
     let grant = match form.0.get("grant_type").map(String::as_str) {
         Some("client_credentials") => "client_credentials",
@@ -414,13 +440,18 @@ pub struct Introspection {
 )]
 pub async fn introspect(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    OAuthRequest { client, mut form }: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let mut form = Form::parse(&headers, &body)?;
-    let client = authenticate(&state, &headers, &mut form).await?;
     let token = form.require("token")?;
-    let claims = state.tokens.introspect(&client, &token).await?;
+    let claims = state
+        .tokens
+        .introspect(&client, &token)
+        .await
+        .map_err(|e| {
+            let error = ApiError::from(e);
+            audit::verification(&client, "introspect", Err(&error));
+            error
+        })?;
     match &claims {
         Some(claims) => audit::verification(&client, "introspect", Ok(claims)),
         None => audit::verification(
@@ -456,11 +487,8 @@ pub async fn introspect(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    OAuthRequest { client, mut form }: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let mut form = Form::parse(&headers, &body)?;
-    let client = authenticate(&state, &headers, &mut form).await?;
     let token = form.require("token")?;
     let applied = state
         .tokens

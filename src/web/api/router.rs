@@ -161,7 +161,11 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // Standard methods by name; anything else is one bounded label.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     metrics::histogram!(

@@ -125,9 +125,11 @@ pub async fn issue(
     BasicClient(client): BasicClient,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
-    let audience = body.audience.clone();
+    // Only a well-formed audience goes into the audit log: the raw field
+    // could hold anything a caller pasted there.
+    let audience = Audience::parse(&body.audience).ok();
     let denied = |e: ApiError| {
-        audit::token_denied(&client, Some(&audience), "jit", &e);
+        audit::token_denied(&client, audience.as_ref().map(Audience::as_str), "jit", &e);
         e
     };
     state
