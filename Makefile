@@ -10,7 +10,7 @@ PY_DEPS := pyjwt[crypto]==2.15.1 cryptography==50.0.2 authlib==1.9.6 joserfc==1.
            grpcio==1.85.3 opentelemetry-proto==1.45.2 protobuf==7.36.2 \
            pyyaml==6.0.3 prometheus-client==0.26.0
 
-.PHONY: all install run test test-deps lint fmt clean
+.PHONY: all install run test test-deps lint fmt clean bench
 
 all: install
 
@@ -50,6 +50,11 @@ test-deps:
 ## test: install test dependencies, then run every test (unit, integration, interop)
 test: test-deps lint
 	AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets
+
+## bench: throughput of issue and verify as ratios to GET /api/health (needs wrk)
+bench: install
+	@command -v wrk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	bench/run.sh
 
 ## lint: rustfmt check and clippy with warnings as errors
 lint:
