@@ -106,6 +106,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                     );
                 }
             }
+            let _lock = ClientsFile::lock(path)?;
             let mut file = ClientsFile::read(path)?;
             let entry = ClientEntry {
                 id: args.id.clone(),
@@ -176,6 +177,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             }
         }
         Command::Client(ClientCommand::Remove { id }) => {
+            let _lock = ClientsFile::lock(path)?;
             let mut file = ClientsFile::read(path)?;
             file.remove(&id)?;
             file.write(path)?;
@@ -183,6 +185,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
         }
         Command::Client(ClientCommand::RevokeTokens { id }) => {
             let now = SystemClock.now();
+            let _lock = ClientsFile::lock(path)?;
             let mut file = ClientsFile::read(path)?;
             file.revoke_tokens(&id, now)?;
             file.write(path)?;
@@ -190,7 +193,8 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             // it at once, whatever copy of the clients file it has.
             if settings.uses_redis() {
                 let store = StoreHandle::open(settings).await?;
-                let keep_until = now + settings.max_ttl + settings.leeway + 1;
+                // Kept past any token that could still verify anywhere.
+                let keep_until = now + crate::settings::MAX_TTL_CEILING + 2 * settings.leeway + 60;
                 store
                     .revoke_client(id.as_str(), now, keep_until)
                     .await

@@ -16,6 +16,10 @@ use serde::Deserialize;
 
 use crate::token::jws::SigningAlg;
 
+/// The highest `AUTH_JIT_MAX_TTL` accepted, in seconds: entries that must
+/// outlive any token (revocations by jti, client cut-offs) are kept this long.
+pub const MAX_TTL_CEILING: u64 = 86_400;
+
 /// Every variable name starts with this.
 pub const PREFIX: &str = "AUTH_JIT";
 
@@ -402,7 +406,7 @@ impl Raw {
                 ),
             ));
         }
-        if self.max_ttl > 86_400 {
+        if self.max_ttl > MAX_TTL_CEILING {
             return Err(bad(
                 "max_ttl",
                 "expected at most 86400 seconds: just-in-time tokens are short-lived",

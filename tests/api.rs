@@ -420,6 +420,27 @@ async fn bound_token_authorizes_one_method_on_one_url() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // A bound token can be revoked by presenting it, without its request.
+    let (status, _, _) = s
+        .post(
+            "/api/token/revoke",
+            Some(("billing", &c.billing)),
+            &json!({"token": token}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, body) = s
+        .post(
+            "/api/token/verify",
+            auth,
+            &verify(Some("POST"), Some("https://ledger.internal/pay")),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error_description"]
+        .as_str()
+        .expect("desc")
+        .contains("revoked"));
 }
 
 #[tokio::test]

@@ -189,3 +189,33 @@ fn client_cli_prints_only_the_secret_and_lists_without_secrets() {
         .expect("keys");
     assert!(keys.status.success());
 }
+
+#[test]
+fn concurrent_client_adds_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                common::add_client(&path, &[], &format!("svc-{i}"), &["--audience", "api"])
+            })
+        })
+        .collect();
+    let secrets: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert_eq!(secrets.len(), 8);
+    let out = command(dir.path(), &[])
+        .args(["client", "list"])
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for i in 0..8 {
+        assert!(
+            listing.contains(&format!("svc-{i}\t")),
+            "svc-{i} lost: {listing}"
+        );
+    }
+}

@@ -685,17 +685,21 @@ async fn introspection_and_revocation_edges() {
             assert_eq!((status, body), (200, json!({"active": false})));
         }
     }
-    // Introspection does not consume a single-use token.
-    for _ in 0..2 {
-        let (_, body) = form(&t.s, "/oauth/introspect", ledger, &[("token", &once)]).await;
-        assert_eq!(body["active"], true);
-    }
+    // Introspection consumes a single-use token, as verification does:
+    // RFC 7662 clients do not know `once`.
+    let (_, body) = form(&t.s, "/oauth/introspect", ledger, &[("token", &once)]).await;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["once"], true);
+    let (_, body) = form(&t.s, "/oauth/introspect", ledger, &[("token", &once)]).await;
+    assert_eq!(
+        body,
+        json!({"active": false}),
+        "used by the first introspection"
+    );
     assert_eq!(
         t.s.verify("ledger", &t.ledger, &once, "ledger").await.0,
-        200
+        401
     );
-    let (_, body) = form(&t.s, "/oauth/introspect", ledger, &[("token", &once)]).await;
-    assert_eq!(body, json!({"active": false}), "used");
     // Unauthenticated introspection is refused.
     let (status, _) = form(&t.s, "/oauth/introspect", None, &[("token", &token)]).await;
     assert_eq!(status, 401);

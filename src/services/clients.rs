@@ -153,7 +153,10 @@ impl ClientsFile {
     /// Writes the file atomically (temp file + rename), mode 0600.
     pub fn write(&self, path: &Path) -> Result<(), ClientsError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| file_error(path, e))?;
+            crate::services::keys::create_private_dir(parent).map_err(|e| ClientsError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         }
         let body = toml::to_string_pretty(self).map_err(|e| ClientsError::File {
             path: path.to_path_buf(),
@@ -182,6 +185,33 @@ impl ClientsFile {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(|e| file_error(path, e))
+    }
+
+    /// Takes an exclusive lock for a read-modify-write of the file at
+    /// `path`, so that concurrent `auth-jit client ...` commands (a
+    /// provisioning script) cannot lose each other's changes. Released when
+    /// the returned file is dropped.
+    pub fn lock(path: &Path) -> Result<fs::File, ClientsError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::services::keys::create_private_dir(parent).map_err(|e| ClientsError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let mut options = fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(PathBuf::from(name))
+            .map_err(|e| file_error(path, e))?;
+        file.lock().map_err(|e| file_error(path, e))?;
+        Ok(file)
     }
 
     /// Adds a client with a new secret; returns the secret to show once.

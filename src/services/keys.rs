@@ -32,6 +32,8 @@ pub enum KeysError {
     NeedsKek(PathBuf),
     #[error("key file {0} does not decrypt with AUTH_JIT_KEY_ENCRYPTION_KEY")]
     WrongKek(PathBuf),
+    #[error("key file {0} is not encrypted, but AUTH_JIT_KEY_ENCRYPTION_KEY is set: a planted plaintext key would be trusted, so it is refused (remove it; a new, encrypted key is created)")]
+    Plaintext(PathBuf),
     #[error("could not generate a signing key")]
     Generate,
 }
@@ -204,11 +206,13 @@ fn read_dir(
             return Err(KeysError::Invalid(path));
         };
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let der = if encrypted {
-            let kek = kek.ok_or_else(|| KeysError::NeedsKek(path.clone()))?;
-            open(kek, name, bytes).ok_or_else(|| KeysError::WrongKek(path.clone()))?
-        } else {
-            bytes
+        let der = match (encrypted, kek) {
+            (true, Some(kek)) => {
+                open(kek, name, bytes).ok_or_else(|| KeysError::WrongKek(path.clone()))?
+            }
+            (true, None) => return Err(KeysError::NeedsKek(path)),
+            (false, Some(_)) => return Err(KeysError::Plaintext(path)),
+            (false, None) => bytes,
         };
         let key =
             SigningKey::from_pkcs8(alg, &der).map_err(|_| KeysError::Invalid(path.clone()))?;
@@ -354,6 +358,13 @@ mod tests {
         assert!(matches!(
             KeySet::load_or_create(&without, 300),
             Err(KeysError::NeedsKek(_))
+        ));
+        // A plaintext key planted next to encrypted ones is refused.
+        let (_, der) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
+        write_private_file(&dir.path().join("keys/9999999999-EdDSA.p8"), &der).expect("plant");
+        assert!(matches!(
+            KeySet::load_or_create(&with, 400),
+            Err(KeysError::Plaintext(_))
         ));
     }
 }

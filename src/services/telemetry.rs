@@ -107,6 +107,13 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
                     path: path.display().to_string(),
                     source,
                 })?;
+            // An audit file made by someone else keeps its mode only if we
+            // may not change it; ours is private.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            }
             Some(
                 fmt::layer()
                     .json()

@@ -10,7 +10,6 @@ use crate::services::store::{Party, StoreError, StoreHandle, TokenRef, TokenStat
 use crate::token::claims::{AccessClaims, Actor};
 use crate::token::clock::{Clock, Random};
 use crate::token::issue::{self, IssuedToken};
-use crate::token::jws::JwsError;
 use crate::token::policy::{self, Grant, PolicyError, TokenRequest, TtlLimits};
 use crate::token::types::{Audience, Scope, Ttl};
 use crate::token::verify::{self, Expectation, Rules, VerifyError};
@@ -40,6 +39,9 @@ pub enum TokenError {
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
+
+/// Seconds that store entries outlive the last instant a token could verify.
+const KEEP_MARGIN: u64 = 60;
 
 /// What to revoke.
 #[derive(Debug)]
@@ -110,8 +112,12 @@ impl TokenService {
     }
 
     /// Entries about a token may go once it cannot verify any more.
+    ///
+    /// Redis expires entries by its own clock, and instances' clocks may be
+    /// up to the leeway apart: keep them for twice the leeway plus a margin.
     fn keep_until(&self, exp: u64) -> u64 {
-        exp.saturating_add(self.rules.leeway).saturating_add(1)
+        exp.saturating_add(self.rules.leeway.saturating_mul(2))
+            .saturating_add(KEEP_MARGIN)
     }
 
     /// Applies the client's policy and signs a token.
@@ -188,7 +194,11 @@ impl TokenService {
             RevokeTarget::Token(token) => {
                 // Signature and issuer must hold; expiry does not matter (an
                 // expired token needs no revocation, but is not an error).
-                let expect = Expectation::default();
+                // A bound token is revocable without its request.
+                let expect = Expectation {
+                    skip_binding: true,
+                    ..Expectation::default()
+                };
                 let far_past = Rules {
                     issuer: self.rules.issuer.clone(),
                     leeway: u64::MAX / 4,
@@ -201,7 +211,7 @@ impl TokenService {
                     self.clock.now(),
                 ) {
                     Ok(claims) => claims,
-                    Err(VerifyError::Jws(JwsError::Malformed(_)) | _) => return Ok(false),
+                    Err(_) => return Ok(false),
                 };
                 if claims.client_id != caller.id.as_str() && !caller.receives(&claims.aud) {
                     return Ok(false);
@@ -217,9 +227,13 @@ impl TokenService {
             RevokeTarget::Jti(jti) => {
                 // Without the token we cannot tell whose it is: record it in
                 // the caller's name for every role the caller has. It lasts
-                // as long as any token can.
-                let keep_until =
-                    self.keep_until(self.clock.now().saturating_add(self.limits.max_ttl));
+                // as long as any token can, even one issued under a higher
+                // AUTH_JIT_MAX_TTL before a restart.
+                let keep_until = self.keep_until(
+                    self.clock
+                        .now()
+                        .saturating_add(crate::settings::MAX_TTL_CEILING),
+                );
                 self.store
                     .revoke(jti, Party::Client(caller.id.as_str()), keep_until)
                     .await?;
@@ -235,7 +249,7 @@ impl TokenService {
 
     /// Checks a token as RFC 7662 introspection does: `None` for anything
     /// that is not an active token addressed to an audience `caller`
-    /// receives. Read-only: a single-use token is not consumed.
+    /// receives. A single-use token is consumed, as by verification.
     #[tracing::instrument(name = "token.introspect", skip_all, fields(client_id = %caller.id))]
     pub async fn introspect(
         &self,
@@ -260,7 +274,10 @@ impl TokenService {
         if !caller.receives(&claims.aud) {
             return Ok(None);
         }
-        match self.check_state(&claims, false).await? {
+        // A single-use token is consumed by introspection as by verify:
+        // RFC 7662 clients do not know the `once` claim, so reporting it
+        // active again and again would let it be replayed.
+        match self.check_state(&claims, true).await? {
             TokenState::Active => Ok(Some(claims)),
             TokenState::Revoked | TokenState::AlreadyUsed => Ok(None),
         }
@@ -400,13 +417,5 @@ impl TokenService {
         });
         let _sign = tracing::debug_span!("token.sign").entered();
         issue::sign(self.keys.active(), claims).map_err(|_| TokenError::Internal("signing failed"))
-    }
-
-    /// Revokes every token issued to `client_id` up to now.
-    pub async fn revoke_client(&self, client_id: &str) -> Result<(), TokenError> {
-        let now = self.clock.now();
-        let keep_until = self.keep_until(now.saturating_add(self.limits.max_ttl));
-        self.store.revoke_client(client_id, now, keep_until).await?;
-        Ok(())
     }
 }

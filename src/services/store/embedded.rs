@@ -42,6 +42,12 @@ impl EmbeddedStore {
                 path.display()
             )
         })?;
+        // Consumed and revoked token ids are nobody else's business.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
         // Create the tables up front so read transactions always find them.
         let txn = db.begin_write()?;
         {

@@ -139,14 +139,6 @@ async fn authenticate(
                 "client_id does not match the client assertion".into(),
             ));
         }
-        let client = state
-            .clients
-            .get(&id)
-            .ok_or_else(|| failed("private_key_jwt", Some(&id)))?;
-        let key = client
-            .key
-            .as_ref()
-            .ok_or_else(|| failed("private_key_jwt", Some(&id)))?;
         let issuer = state.tokens.issuer().trim_end_matches('/');
         let audiences: Vec<String> = [
             state.tokens.issuer().to_owned(),
@@ -156,6 +148,19 @@ async fn authenticate(
             format!("{issuer}/oauth/revoke"),
         ]
         .into();
+        let registered = state.clients.get(&id);
+        let Some((client, key)) = registered
+            .clone()
+            .and_then(|c| c.key.clone().map(|k| (c, k)))
+        else {
+            // Same work for an unknown (or secret-only) client as for a
+            // wrong signature, so timing does not tell which ids exist.
+            if let Some(dummy) = dummy_key() {
+                let _ = assertion::verify(&jwt, dummy, &id, &audiences, 0, state.tokens.now());
+            }
+            return Err(failed("private_key_jwt", Some(&id)));
+        };
+        let key = &key;
         let verified = assertion::verify(
             &jwt,
             key,
@@ -191,6 +196,22 @@ async fn authenticate(
     };
     tracing::Span::current().record("client_id", client.id.as_str());
     Ok(client)
+}
+
+/// A throw-away public key that assertions of unknown clients are checked
+/// against, to spend the same work as for a registered one. Generated once
+/// per process; `None` only if key generation itself failed.
+fn dummy_key() -> Option<&'static assertion::ClientKey> {
+    static DUMMY: std::sync::OnceLock<Option<assertion::ClientKey>> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let (key, _) =
+                crate::token::jws::SigningKey::generate(crate::token::jws::SigningAlg::EdDSA)
+                    .ok()?;
+            let jwk = serde_json::to_string(key.verifying_key().jwk()).ok()?;
+            assertion::ClientKey::from_jwk_json(&jwk).ok()
+        })
+        .as_ref()
 }
 
 /// An authenticated OAuth request: the caller and the rest of its form.
@@ -490,6 +511,10 @@ pub async fn revoke(
     OAuthRequest { client, mut form }: OAuthRequest,
 ) -> Result<Response, ApiError> {
     let token = form.require("token")?;
+    state
+        .rate_limits
+        .check(client.id.as_str(), client.rate_limit)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let applied = state
         .tokens
         .revoke(&client, RevokeTarget::Token(&token))

@@ -290,6 +290,11 @@ pub async fn revoke(
             ))
         }
     };
+    // Revocations write to the store: the client's rate limit applies.
+    state
+        .rate_limits
+        .check(client.id.as_str(), client.rate_limit)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let by = if body.token.is_some() { "token" } else { "jti" };
     let revoked = state.tokens.revoke(&client, target).await?;
     audit::revocation(&client, by, revoked, body.jti.as_deref());
