@@ -88,8 +88,19 @@ pub struct AddArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List signing keys: kid, algorithm, creation time, which one signs.
+    /// List signing keys: kid, algorithm, not-before, state (next, active,
+    /// retired, expired).
     List,
+    /// Write the next signing key. It is published at once and signs after
+    /// AUTH_JIT_KEY_PUBLISH_SECS (so verifiers have it cached first); the
+    /// current key keeps verifying until its tokens have expired. Prints
+    /// the new kid on stdout.
+    Rotate {
+        /// Sign with the new key at once (a compromised key): tokens already
+        /// signed with the old one still verify until they expire.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 /// Runs an operator command (not `serve`).
@@ -210,6 +221,28 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             }
         }
         Command::Healthcheck => healthcheck(settings).await?,
+        Command::Keys(KeysCommand::Rotate { now }) => {
+            let at = SystemClock.now() + if now { 0 } else { settings.key_publish_secs };
+            let info = KeySet::rotate(settings, at)?;
+            tracing::info!(
+                target: crate::services::telemetry::AUDIT,
+                event = "key_rotated",
+                outcome = "success",
+                kid = %info.kid,
+                alg = %info.alg,
+                not_before = at,
+                "next signing key written"
+            );
+            eprintln!(
+                "next {} key {} written to {}; published now, signs from {} (in {} s)",
+                info.alg,
+                info.kid,
+                info.file.display(),
+                at,
+                at.saturating_sub(SystemClock.now()),
+            );
+            println!("{}", info.kid);
+        }
         Command::Keys(KeysCommand::List) => {
             let keys = KeySet::list(settings)?;
             if keys.is_empty() {
@@ -224,7 +257,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                     k.kid,
                     k.alg,
                     k.created,
-                    if k.active { "active" } else { "verify-only" },
+                    k.state.as_str(),
                     if k.encrypted { "\tencrypted" } else { "" },
                 );
             }

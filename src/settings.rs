@@ -99,6 +99,8 @@ pub struct Settings {
     pub max_ttl: u64,
     pub leeway: u64,
     pub signing_alg: SigningAlg,
+    /// `keys rotate` publishes the next key this long before it signs.
+    pub key_publish_secs: u64,
     pub otlp_endpoint: String,
     pub otlp_protocol: OtlpProtocol,
     /// Audit events are also appended here as JSON lines.
@@ -142,6 +144,7 @@ struct Raw {
     max_ttl: u64,
     leeway: u64,
     signing_alg: String,
+    key_publish_secs: u64,
     otlp_endpoint: Option<String>,
     otlp_protocol: OtlpProtocol,
     audit_log_file: Option<PathBuf>,
@@ -184,6 +187,7 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("max_ttl", Some("3600")),
     ("leeway", Some("5")),
     ("signing_alg", Some("EdDSA")),
+    ("key_publish_secs", Some("330")),
     ("otlp_endpoint", None),
     ("otlp_protocol", Some("grpc")),
     ("audit_log_file", None),
@@ -292,6 +296,7 @@ impl Settings {
             ("max_ttl", self.max_ttl.to_string()),
             ("leeway", self.leeway.to_string()),
             ("signing_alg", self.signing_alg.to_string()),
+            ("key_publish_secs", self.key_publish_secs.to_string()),
             ("otlp_endpoint", redact_userinfo(&self.otlp_endpoint)),
             (
                 "otlp_protocol",
@@ -418,6 +423,9 @@ impl Raw {
         if self.store_timeout_ms == 0 || self.store_timeout_ms > 60_000 {
             return Err(bad("store_timeout_ms", "expected 1 to 60000 milliseconds"));
         }
+        if self.key_publish_secs > MAX_TTL_CEILING {
+            return Err(bad("key_publish_secs", "expected 0 to 86400 seconds"));
+        }
         if self.max_delegation_depth > 10 {
             return Err(bad(
                 "max_delegation_depth",
@@ -520,6 +528,7 @@ impl Raw {
             max_ttl: self.max_ttl,
             leeway: self.leeway,
             signing_alg,
+            key_publish_secs: self.key_publish_secs,
             otlp_endpoint,
             otlp_protocol: self.otlp_protocol,
             audit_log_file: self.audit_log_file.filter(|p| !p.as_os_str().is_empty()),

@@ -219,3 +219,114 @@ fn concurrent_client_adds_lose_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn key_rotation_publishes_first_then_signs_and_old_tokens_keep_verifying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("AUTH_JIT_KEY_PUBLISH_SECS", "3".to_string())];
+    let s = Server::start(dir.path(), &env);
+    let c = register_pair(&s);
+    let old_token = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
+    let old_kid = common::header(&old_token)["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+
+    let out = command(dir.path(), &env)
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    // Published first (the server re-reads the keys every second) ...
+    let jwks_kids = || async {
+        let (_, _, text) = s.get("/.well-known/jwks.json").await;
+        let jwks: Value = serde_json::from_str(&text).expect("jwks");
+        jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let published = common::eventually(std::time::Duration::from_secs(3), || async {
+        jwks_kids().await.contains(&new_kid)
+    })
+    .await;
+    assert!(published, "the next key was not published");
+    // ... while the old key still signs.
+    let during = s
+        .issue("billing", &c.billing, json!({"audience": "ledger"}))
+        .await;
+    assert_eq!(
+        common::header(&during)["kid"],
+        old_kid.as_str(),
+        "signed before its time"
+    );
+
+    // Then the new key signs; tokens of the old one still verify.
+    let switched = common::eventually(std::time::Duration::from_secs(10), || async {
+        let t = s
+            .issue("billing", &c.billing, json!({"audience": "ledger"}))
+            .await;
+        common::header(&t)["kid"] == new_kid.as_str()
+    })
+    .await;
+    assert!(switched, "the new key never started signing");
+    assert!(
+        jwks_kids().await.contains(&old_kid),
+        "old key unpublished too early"
+    );
+    assert_eq!(
+        s.verify("ledger", &c.ledger, &old_token, "ledger").await.0,
+        200
+    );
+
+    let listing = command(dir.path(), &env)
+        .args(["keys", "list"])
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains(&format!("{old_kid}\tEdDSA")) && listing.contains("retired"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("{new_kid}\tEdDSA")) && listing.contains("active"),
+        "{listing}"
+    );
+
+    // An emergency rotation signs at once.
+    let out = command(dir.path(), &env)
+        .args(["keys", "rotate", "--now"])
+        .output()
+        .expect("rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let urgent = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    let now_signing = common::eventually(std::time::Duration::from_secs(5), || async {
+        let t = s
+            .issue("billing", &c.billing, json!({"audience": "ledger"}))
+            .await;
+        common::header(&t)["kid"] == urgent.as_str()
+    })
+    .await;
+    assert!(now_signing);
+}

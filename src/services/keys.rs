@@ -1,7 +1,11 @@
 //! The signing keys: one file per key in `DATA_DIR/keys`, PKCS#8 DER, mode
 //! 0600, created on first start and reused after every restart.
 //!
-//! File names are `<created-unix-seconds>-<alg>.p8`; with
+//! File names are `<not-before-unix-seconds>-<alg>-<kid prefix>.p8`: a key signs from
+//! that instant on. `auth-jit keys rotate` writes the next key with a
+//! not-before in the future, so it is published in the JWKS (and cached by
+//! verifiers) before anything is signed with it; the previous key stays
+//! published until every token it signed has expired. With
 //! `AUTH_JIT_KEY_ENCRYPTION_KEY` set, new keys are written as `.p8.enc`:
 //! AES-256-GCM with a random nonce and the file name as associated data, so
 //! a file cannot be renamed into another key's place.
@@ -45,15 +49,58 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
     }
 }
 
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not signing yet (its not-before is in the future).
+    Next,
+    /// Signs new tokens.
+    Active,
+    /// Replaced; published until every token it signed has expired.
+    Retired,
+    /// Replaced long enough ago that no token it signed can be valid: no
+    /// longer published or trusted. Its file may be deleted.
+    Expired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// One key as the operator sees it in `auth-jit keys list`.
 #[derive(Debug, Clone)]
 pub struct KeyInfo {
     pub kid: String,
     pub alg: SigningAlg,
+    /// Signs from this instant (unix seconds); its creation time unless it
+    /// was written by `keys rotate` for later.
     pub created: u64,
     pub active: bool,
+    pub state: KeyState,
     pub encrypted: bool,
     pub file: PathBuf,
+}
+
+/// How long a replaced key stays published: the longest a token can live,
+/// plus the leeway verifiers allow.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub retire_after: u64,
+}
+
+impl Retention {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            retire_after: crate::settings::MAX_TTL_CEILING.min(settings.max_ttl) + settings.leeway,
+        }
+    }
 }
 
 /// The loaded key set: the active signing key and every verifying key.
@@ -87,7 +134,8 @@ impl KeySet {
 
     /// Opens `DATA_DIR/keys`, creating a key of `AUTH_JIT_SIGNING_ALG` when
     /// none of that algorithm exists yet. The newest key of that algorithm
-    /// signs; every key in the directory verifies.
+    /// whose not-before has passed signs; next, active and retired keys
+    /// verify and are published.
     pub fn load_or_create(settings: &Settings, now: u64) -> Result<Self, KeysError> {
         let dir = settings.data_dir.join("keys");
         create_private_dir(&dir)?;
@@ -108,7 +156,60 @@ impl KeySet {
             );
             loaded.push((info, key));
         }
-        Self::from_loaded(loaded, settings.signing_alg)
+        Self::from_loaded(
+            loaded,
+            settings.signing_alg,
+            now,
+            Retention::from_settings(settings),
+        )
+    }
+
+    /// Re-reads the directory (a running server does this every second),
+    /// creating nothing.
+    pub fn load(settings: &Settings, now: u64) -> Result<Self, KeysError> {
+        let dir = settings.data_dir.join("keys");
+        let loaded = read_dir(&dir, settings.key_encryption_key.as_ref())?;
+        Self::from_loaded(
+            loaded,
+            settings.signing_alg,
+            now,
+            Retention::from_settings(settings),
+        )
+    }
+
+    /// Writes the next key of `AUTH_JIT_SIGNING_ALG`, signing from
+    /// `not_before` on (`auth-jit keys rotate`).
+    /// The not-before is moved past every existing key's, so the new key
+    /// is the newest on every instance, whatever their clocks.
+    pub fn rotate(settings: &Settings, not_before: u64) -> Result<KeyInfo, KeysError> {
+        let dir = settings.data_dir.join("keys");
+        create_private_dir(&dir)?;
+        let newest = read_dir(&dir, settings.key_encryption_key.as_ref())?
+            .iter()
+            .map(|(info, _)| info.created)
+            .max();
+        let not_before = newest.map_or(not_before, |n| not_before.max(n + 1));
+        let (key, der) =
+            SigningKey::generate(settings.signing_alg).map_err(|_| KeysError::Generate)?;
+        let mut info = write_key(
+            &dir,
+            settings.signing_alg,
+            &der,
+            not_before,
+            settings.key_encryption_key.as_ref(),
+        )?;
+        info.kid = key.kid().to_owned();
+        Ok(info)
+    }
+
+    /// Whether `other` differs in what it signs with or publishes.
+    pub fn differs_from(&self, other: &KeySet) -> bool {
+        self.active.kid() != other.active.kid()
+            || self.verifying.len() != other.verifying.len()
+            || self
+                .verifying
+                .keys()
+                .any(|k| !other.verifying.contains_key(k))
     }
 
     /// Lists the keys without creating any (for `auth-jit keys list`).
@@ -118,29 +219,59 @@ impl KeySet {
             return Ok(Vec::new());
         }
         let loaded = read_dir(&dir, settings.key_encryption_key.as_ref())?;
-        Ok(Self::from_loaded(loaded, settings.signing_alg)
-            .map(|set| set.info)
-            .unwrap_or_default())
+        let now = crate::token::clock::Clock::now(&crate::token::clock::SystemClock);
+        Ok(Self::from_loaded(
+            loaded,
+            settings.signing_alg,
+            now,
+            Retention::from_settings(settings),
+        )
+        .map(|set| set.info)
+        .unwrap_or_default())
     }
 
     fn from_loaded(
         mut loaded: Vec<(KeyInfo, SigningKey)>,
         alg: SigningAlg,
+        now: u64,
+        retention: Retention,
     ) -> Result<Self, KeysError> {
         loaded.sort_by(|a, b| (a.0.created, &a.0.file).cmp(&(b.0.created, &b.0.file)));
+        // The newest key of the algorithm whose time has come; if every key
+        // of it lies in the future (clock trouble), the earliest of them.
         let active_index = loaded
             .iter()
-            .rposition(|(info, _)| info.alg == alg)
+            .rposition(|(info, _)| info.alg == alg && info.created <= now)
+            .or_else(|| loaded.iter().position(|(info, _)| info.alg == alg))
             .ok_or(KeysError::Generate)?;
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         let mut info = Vec::new();
         let mut active = None;
+        let starts: Vec<u64> = loaded.iter().map(|(i, _)| i.created).collect();
         for (index, (mut key_info, key)) in loaded.into_iter().enumerate() {
-            key_info.active = index == active_index;
-            if verifying
-                .insert(key.kid().to_owned(), key.verifying_key().clone())
-                .is_none()
+            key_info.state = if index == active_index {
+                KeyState::Active
+            } else if key_info.created > now {
+                KeyState::Next
+            } else {
+                // Replaced when the next key in line began to sign.
+                let replaced_at = starts[index + 1..]
+                    .iter()
+                    .copied()
+                    .find(|t| *t <= now)
+                    .unwrap_or(now);
+                if now >= replaced_at.saturating_add(retention.retire_after) {
+                    KeyState::Expired
+                } else {
+                    KeyState::Retired
+                }
+            };
+            key_info.active = key_info.state == KeyState::Active;
+            if key_info.state != KeyState::Expired
+                && verifying
+                    .insert(key.kid().to_owned(), key.verifying_key().clone())
+                    .is_none()
             {
                 jwks.keys.push(key.verifying_key().jwk().clone());
             }
@@ -199,8 +330,11 @@ fn read_dir(
         } else {
             continue;
         };
-        let Some((created, alg)) = stem
-            .split_once('-')
+        // `<not-before>-<alg>` or `<not-before>-<alg>-<tag>`.
+        let mut parts = stem.splitn(3, '-');
+        let Some((created, alg)) = parts
+            .next()
+            .zip(parts.next())
             .and_then(|(ts, alg)| Some((ts.parse::<u64>().ok()?, SigningAlg::parse(alg)?)))
         else {
             return Err(KeysError::Invalid(path));
@@ -222,6 +356,7 @@ fn read_dir(
                 alg,
                 created,
                 active: false,
+                state: KeyState::Next,
                 encrypted,
                 file: path,
             },
@@ -238,9 +373,13 @@ fn write_key(
     now: u64,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<KeyInfo, KeysError> {
+    // The kid prefix keeps names unique when two keys share a second.
+    let tag = SigningKey::from_pkcs8(alg, der)
+        .map(|k| k.kid().chars().take(8).collect::<String>())
+        .map_err(|_| KeysError::Generate)?;
     let name = match kek {
-        Some(_) => format!("{now}-{alg}.p8.enc"),
-        None => format!("{now}-{alg}.p8"),
+        Some(_) => format!("{now}-{alg}-{tag}.p8.enc"),
+        None => format!("{now}-{alg}-{tag}.p8"),
     };
     let path = dir.join(&name);
     let contents = match kek {
@@ -253,6 +392,7 @@ fn write_key(
         alg,
         created: now,
         active: false,
+        state: KeyState::Next,
         encrypted: kek.is_some(),
         file: path,
     })
@@ -336,6 +476,42 @@ mod tests {
         assert_eq!(both.active().alg(), SigningAlg::ES256);
         assert!(both.find(ed.active().kid()).is_some());
         assert_eq!(both.jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn rotation_publishes_first_switches_on_time_and_retires_after_max_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = settings(
+            dir.path(),
+            &[
+                ("AUTH_JIT_MAX_TTL", "600".into()),
+                ("AUTH_JIT_LEEWAY", "5".into()),
+            ],
+        );
+        let first = KeySet::load_or_create(&s, 100).expect("create");
+        let old = first.active().kid().to_owned();
+        let next = KeySet::rotate(&s, 1_000).expect("rotate");
+        // Before its time: published, not signing.
+        let before = KeySet::load(&s, 500).expect("load");
+        assert_eq!(before.active().kid(), old);
+        assert!(before.find(&next.kid).is_some(), "next key published early");
+        assert_eq!(before.jwks().keys.len(), 2);
+        let state =
+            |set: &KeySet, kid: &str| set.info().iter().find(|k| k.kid == kid).map(|k| k.state);
+        assert_eq!(state(&before, &next.kid), Some(KeyState::Next));
+        // From its time: it signs; the old one still verifies.
+        let after = KeySet::load(&s, 1_000).expect("load");
+        assert_eq!(after.active().kid(), next.kid);
+        assert_eq!(state(&after, &old), Some(KeyState::Retired));
+        assert!(after.find(&old).is_some());
+        assert!(after.differs_from(&before));
+        // Once every token of the old key has expired, it is dropped.
+        let still = KeySet::load(&s, 1_000 + 604).expect("load");
+        assert!(still.find(&old).is_some());
+        let later = KeySet::load(&s, 1_000 + 605).expect("load");
+        assert!(later.find(&old).is_none(), "expired key still trusted");
+        assert_eq!(state(&later, &old), Some(KeyState::Expired));
+        assert_eq!(later.jwks().keys.len(), 1);
     }
 
     #[test]

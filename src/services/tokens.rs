@@ -51,7 +51,8 @@ pub enum RevokeTarget<'a> {
 }
 
 pub struct TokenService {
-    keys: Arc<KeySet>,
+    /// Swapped whole when the keys directory changes (rotation).
+    keys: std::sync::RwLock<Arc<KeySet>>,
     clients: Clients,
     store: StoreHandle,
     clock: Arc<dyn Clock>,
@@ -80,7 +81,7 @@ impl TokenService {
         rules: ServiceRules,
     ) -> Self {
         Self {
-            keys,
+            keys: std::sync::RwLock::new(keys),
             clients,
             store,
             clock,
@@ -99,8 +100,21 @@ impl TokenService {
         self.rules.leeway
     }
 
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The current key set (cheap: a reference count).
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Installs a re-read key set; returns the previous one.
+    pub fn replace_keys(&self, keys: KeySet) -> Arc<KeySet> {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut current) => std::mem::replace(&mut current, keys),
+            Err(poisoned) => std::mem::replace(&mut poisoned.into_inner(), keys),
+        }
     }
 
     pub fn store(&self) -> &StoreHandle {
@@ -143,7 +157,8 @@ impl TokenService {
         )
         .map_err(|_| TokenError::Internal("no randomness"))?;
         let _sign = tracing::debug_span!("token.sign").entered();
-        issue::sign(self.keys.active(), claims).map_err(|_| TokenError::Internal("signing failed"))
+        issue::sign(self.keys().active(), claims)
+            .map_err(|_| TokenError::Internal("signing failed"))
     }
 
     /// Verifies a token for `caller`, which must receive its audience, then
@@ -165,7 +180,7 @@ impl TokenService {
             let _span = tracing::debug_span!("token.check_signature").entered();
             verify::verify(
                 token,
-                self.keys.as_ref(),
+                self.keys().as_ref(),
                 &self.rules,
                 expect,
                 self.clock.now(),
@@ -205,7 +220,7 @@ impl TokenService {
                 };
                 let claims = match verify::verify(
                     token,
-                    self.keys.as_ref(),
+                    self.keys().as_ref(),
                     &far_past,
                     &expect,
                     self.clock.now(),
@@ -264,7 +279,7 @@ impl TokenService {
         };
         let Ok(claims) = verify::verify(
             token,
-            self.keys.as_ref(),
+            self.keys().as_ref(),
             &self.rules,
             &expect,
             self.clock.now(),
@@ -339,7 +354,7 @@ impl TokenService {
         let now = self.clock.now();
         let subject = verify::verify(
             subject_token,
-            self.keys.as_ref(),
+            self.keys().as_ref(),
             &self.rules,
             &Expectation::default(),
             now,
@@ -416,6 +431,7 @@ impl TokenService {
             act: subject.act.clone().map(Box::new),
         });
         let _sign = tracing::debug_span!("token.sign").entered();
-        issue::sign(self.keys.active(), claims).map_err(|_| TokenError::Internal("signing failed"))
+        issue::sign(self.keys().active(), claims)
+            .map_err(|_| TokenError::Internal("signing failed"))
     }
 }

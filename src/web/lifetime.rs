@@ -82,6 +82,52 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             let _ = tokio::task::spawn_blocking(move || clients.reload_if_changed()).await;
         }
     }));
+    // Keys: pick up `auth-jit keys rotate` (and a next key's time coming)
+    // without a restart.
+    let key_settings = settings.clone();
+    let key_service = Arc::clone(&tokens);
+    let key_clock = clock.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_error = String::new();
+        loop {
+            tick.tick().await;
+            let settings = key_settings.clone();
+            let now = key_clock.now();
+            let loaded = tokio::task::spawn_blocking(move || KeySet::load(&settings, now)).await;
+            match loaded {
+                Ok(Ok(keys)) => {
+                    last_error.clear();
+                    let current = key_service.keys();
+                    if keys.differs_from(&current) {
+                        let active = keys.active().kid().to_owned();
+                        let previous = key_service.replace_keys(keys);
+                        if previous.active().kid() != active {
+                            tracing::info!(
+                                target: crate::services::telemetry::AUDIT,
+                                event = "key_activated",
+                                outcome = "success",
+                                kid = %active,
+                                previous = previous.active().kid(),
+                                "a new signing key is active"
+                            );
+                        } else {
+                            tracing::info!("published signing keys changed");
+                        }
+                    }
+                }
+                // A broken file keeps the current keys (trust is not widened).
+                Ok(Err(e)) => {
+                    let message = e.to_string();
+                    if message != last_error {
+                        tracing::error!(error = %message, "keys directory unreadable; keeping the loaded keys");
+                        last_error = message;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }));
     let purged = store.clone();
     let purge_clock = clock.clone();
     tasks.push(tokio::spawn(async move {
