@@ -253,7 +253,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             }
             for k in keys {
                 println!(
-                    "{}\t{}\tcreated={}\t{}{}",
+                    "{}\t{}\tnot_before={}\t{}{}",
                     k.kid,
                     k.alg,
                     k.created,
