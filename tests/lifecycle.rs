@@ -223,7 +223,11 @@ fn concurrent_client_adds_lose_nothing() {
 #[tokio::test]
 async fn key_rotation_publishes_first_then_signs_and_old_tokens_keep_verifying() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = [("AUTH_JIT_KEY_PUBLISH_SECS", "3".to_string())];
+    let audit = dir.path().join("audit.jsonl");
+    let env = [
+        ("AUTH_JIT_KEY_PUBLISH_SECS", "3".to_string()),
+        ("AUTH_JIT_AUDIT_LOG_FILE", audit.display().to_string()),
+    ];
     let s = Server::start(dir.path(), &env);
     let c = register_pair(&s);
     let old_token = s
@@ -329,4 +333,32 @@ async fn key_rotation_publishes_first_then_signs_and_old_tokens_keep_verifying()
     })
     .await;
     assert!(now_signing);
+
+    // Both steps are audited: the command's `key_rotated`, the server's
+    // `key_activated` (they share the audit file here).
+    let events: Vec<Value> = std::fs::read_to_string(&audit)
+        .expect("audit file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["fields"]["event"].as_str())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "key_rotated").count(),
+        2,
+        "{kinds:?}"
+    );
+    let activated: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["fields"]["event"] == "key_activated")
+        .collect();
+    assert!(activated
+        .iter()
+        .any(|e| e["fields"]["kid"] == new_kid.as_str()
+            && e["fields"]["previous"] == old_kid.as_str()));
+    assert!(activated
+        .iter()
+        .any(|e| e["fields"]["kid"] == urgent.as_str()));
 }
