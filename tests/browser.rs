@@ -37,15 +37,12 @@ async fn swagger_ui_lists_every_operation_and_issues_a_token() {
     let out = std::thread::spawn(move || {
         Command::new("node")
             .arg(script)
-            .args([
-                "--base",
-                &base,
-                "--client-id",
-                "docs-user",
-                "--secret",
-                &secret,
-            ])
-            .args(["--audience", "ledger", "--screenshot", &shot])
+            // `--name=value`: a value may start with `-`.
+            .arg(format!("--base={base}"))
+            .arg("--client-id=docs-user")
+            .arg(format!("--secret={secret}"))
+            .arg("--audience=ledger")
+            .arg(format!("--screenshot={shot}"))
             .output()
             .expect("node must be installed")
     })

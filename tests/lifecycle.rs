@@ -151,7 +151,7 @@ fn client_cli_prints_only_the_secret_and_lists_without_secrets() {
         "svc",
         &["--audience", "api", "--scope", "read"],
     );
-    assert_eq!(secret.len(), 43);
+    assert!(secret.starts_with("ajs_") && secret.len() == 47, "{secret}");
     let out = command(dir.path(), &[])
         .args(["client", "list"])
         .output()

@@ -225,7 +225,9 @@ impl ClientsFile {
         }
         let mut bytes = [0u8; 32];
         random.fill(&mut bytes).map_err(|_| ClientsError::Random)?;
-        let secret = URL_SAFE_NO_PAD.encode(bytes);
+        // A fixed prefix lets secret scanners recognise a leaked secret,
+        // and means a secret never starts with `-` (an option to many CLIs).
+        let secret = format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         entry.secret_sha256 = Some(URL_SAFE_NO_PAD.encode(digest(&secret)));
         self.clients.push(entry);
         Ok(secret)
@@ -273,6 +275,9 @@ fn file_error(path: &Path, e: std::io::Error) -> ClientsError {
         message: e.to_string(),
     }
 }
+
+/// Every generated client secret starts with this.
+pub const SECRET_PREFIX: &str = "ajs_";
 
 fn digest(secret: &str) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
@@ -441,7 +446,8 @@ mod tests {
         let secret = file
             .add(entry("billing"), &SystemRandom::new())
             .expect("add");
-        assert_eq!(secret.len(), 43, "256 bits in base64url");
+        assert!(secret.starts_with(SECRET_PREFIX));
+        assert_eq!(secret.len(), 4 + 43, "prefix + 256 bits in base64url");
         file.write(&path).expect("write");
         let text = fs::read_to_string(&path).expect("read");
         assert!(!text.contains(&secret));

@@ -26,7 +26,11 @@ pub fn command(dir: &Path, env: &[(&str, String)]) -> Command {
     }
     cmd.env("AUTH_JIT_PORT", "0")
         .env("AUTH_JIT_DATA_DIR", dir.join("data"))
-        .env("AUTH_JIT_LOG_LEVEL", "info");
+        .env("AUTH_JIT_LOG_LEVEL", "info")
+        // The 100 ms default is for production; a loaded 2-core CI machine
+        // running many servers at once can exceed it (TLS handshakes, fsync).
+        // Tests that need a store failure stop the store instead.
+        .env("AUTH_JIT_STORE_TIMEOUT_MS", "2000");
     for (k, v) in env {
         cmd.env(k, v);
     }
