@@ -18,6 +18,7 @@ struct Fleet {
     b: Server,
     billing: String,
     ledger: String,
+    burst: String,
 }
 
 /// Two instances with the same keys, clients file and issuer, on one Redis.
@@ -34,6 +35,12 @@ fn fleet(redis: &Redis) -> Fleet {
     ];
     let billing = add_client(dir.path(), &env, "billing", &["--audience", "ledger"]);
     let ledger = add_client(dir.path(), &env, "ledger", &["--audience", "audit"]);
+    let burst = add_client(
+        dir.path(),
+        &env,
+        "burst",
+        &["--audience", "ledger", "--rate-limit", "5"],
+    );
     let dir_a = dir.path().join("a");
     let dir_b = dir.path().join("b");
     std::fs::create_dir_all(&dir_a).expect("a");
@@ -53,6 +60,7 @@ fn fleet(redis: &Redis) -> Fleet {
         b,
         billing,
         ledger,
+        burst,
     }
 }
 
@@ -304,4 +312,47 @@ async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
     let other = tempfile::tempdir().expect("tempdir");
     let untrusted = Server::start(other.path(), &[("AUTH_JIT_STORE_URL", url)]);
     assert_eq!(untrusted.get("/api/ready").await.0, 503);
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_shared_by_the_fleet() {
+    let redis = Redis::start();
+    let f = fleet(&redis);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs()
+    };
+    let mut windows = std::collections::BTreeSet::new();
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..30 {
+        let server = if i % 2 == 0 { &f.a } else { &f.b };
+        windows.insert(now());
+        let (status, headers, _) = server
+            .post(
+                "/api/token",
+                Some(("burst", &f.burst)),
+                &json!({"audience": "ledger"}),
+            )
+            .await;
+        windows.insert(now());
+        match status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert!(headers.contains_key("retry-after"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 5 per second across both instances (per-instance limits would allow
+    // twice that in every second).
+    assert!(
+        ok <= 5 * windows.len(),
+        "{ok} issued over {} s",
+        windows.len()
+    );
+    assert!(ok >= 5 && limited > 0, "ok {ok}, limited {limited}");
 }

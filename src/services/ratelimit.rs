@@ -1,6 +1,10 @@
-//! Per-client token-request rate limits (GCRA, via `governor`), kept in
-//! this instance's memory. With N instances a client gets at most N times
-//! its limit; the limit exists to stop a runaway caller, not to meter.
+//! Per-client request rate limits.
+//!
+//! With Redis, the count is shared by the fleet: one counter per client and
+//! second, so N instances together allow the limit, not N times it. When
+//! Redis does not answer, and with the embedded store (one instance), each
+//! instance limits on its own (GCRA, via `governor`): ordinary issuance
+//! keeps working while the store is down.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,6 +19,7 @@ pub struct RateLimits {
     default_per_second: u32,
     limiters: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
     clock: DefaultClock,
+    shared: Option<crate::services::store::StoreHandle>,
 }
 
 impl RateLimits {
@@ -25,7 +30,37 @@ impl RateLimits {
             default_per_second,
             limiters: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
+            shared: None,
         }
+    }
+
+    /// Counts in `store` when it is shared (Redis); falls back to the local
+    /// limiter when it is not, or does not answer.
+    pub fn with_store(mut self, store: crate::services::store::StoreHandle) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// As [`check`](Self::check), counting fleet-wide when a shared store
+    /// answers.
+    pub async fn check_shared(&self, client: &str, own: Option<u32>) -> Result<(), u64> {
+        let rate = own.unwrap_or(self.default_per_second);
+        if rate == 0 {
+            return Ok(());
+        }
+        if let Some(store) = &self.shared {
+            let window = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            match store.rate_count(client, window).await {
+                Ok(Some(count)) if count <= u64::from(rate) => return Ok(()),
+                Ok(Some(_)) => return Err(1),
+                // Not shared, or not answering: this instance decides.
+                Ok(None) | Err(_) => {}
+            }
+        }
+        self.check(client, own)
     }
 
     /// `Ok` if `client` may make one more request now, else the seconds to

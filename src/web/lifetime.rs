@@ -141,7 +141,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             }
         }
     }));
-    let rate_limits = Arc::new(RateLimits::new(settings.rate_limit));
+    let rate_limits = Arc::new(RateLimits::new(settings.rate_limit).with_store(store.clone()));
     Ok(Started {
         state: AppState {
             settings: Arc::new(settings),

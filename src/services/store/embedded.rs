@@ -218,6 +218,10 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn rate_count(&self, _client: &str, _window: u64) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;

@@ -87,6 +87,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Records a one-time value; `false` if it was already recorded.
     async fn remember_once(&self, key: &str, keep_until: u64) -> Result<bool, StoreError>;
+    /// Counts one request of `client` in the current one-second window and
+    /// returns the window's count; `None` when the backend is not shared
+    /// (embedded: the instance's own limiter is as good).
+    async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError>;
     /// Drops expired entries (the embedded store; Redis expires by itself).
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
     /// A cheap round trip, for readiness.
@@ -204,6 +208,11 @@ impl StoreHandle {
 
     pub async fn remember_once(&self, key: &str, keep_until: u64) -> Result<bool, StoreError> {
         self.bounded("remember_once", self.inner.remember_once(key, keep_until))
+            .await
+    }
+
+    pub async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError> {
+        self.bounded("rate_count", self.inner.rate_count(client, window))
             .await
     }
 

@@ -37,11 +37,20 @@ redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 return 1
 ";
 
+/// KEYS: rate:<client>:<window>. One counter per client and second, gone
+/// two seconds later. Returns the count including this request.
+const RATE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+return n
+";
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     check: Script,
     cutoff: Script,
+    rate: Script,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -69,6 +78,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             check: Script::new(CHECK),
             cutoff: Script::new(CUTOFF),
+            rate: Script::new(RATE),
         })
     }
 
@@ -150,6 +160,17 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         Ok(set.is_some())
+    }
+
+    async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let count: u64 = self
+            .rate
+            .key(self.key("rate", &format!("{client}:{window}")))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(Some(count))
     }
 
     async fn purge_expired(&self, _now: u64) -> Result<u64, StoreError> {

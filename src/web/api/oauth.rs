@@ -311,7 +311,8 @@ async fn grant_token(
 ) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
     state
         .rate_limits
-        .check(client.id.as_str(), client.rate_limit)
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let grant_type = form.require("grant_type")?;
     let scope = form
@@ -513,7 +514,8 @@ pub async fn revoke(
     let token = form.require("token")?;
     state
         .rate_limits
-        .check(client.id.as_str(), client.rate_limit)
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let applied = state
         .tokens

@@ -134,7 +134,8 @@ pub async fn issue(
     };
     state
         .rate_limits
-        .check(client.id.as_str(), client.rate_limit)
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
         .map_err(|retry_after| denied(ApiError::TooManyRequests { retry_after }))?;
     let request = parse_issue(body).map_err(denied)?;
     let issued = state
@@ -293,7 +294,8 @@ pub async fn revoke(
     // Revocations write to the store: the client's rate limit applies.
     state
         .rate_limits
-        .check(client.id.as_str(), client.rate_limit)
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let by = if body.token.is_some() { "token" } else { "jti" };
     let revoked = state.tokens.revoke(&client, target).await?;
