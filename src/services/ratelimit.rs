@@ -37,7 +37,11 @@ impl RateLimits {
     /// Counts in `store` when it is shared (Redis); falls back to the local
     /// limiter when it is not, or does not answer.
     pub fn with_store(mut self, store: crate::services::store::StoreHandle) -> Self {
-        self.shared = Some(store);
+        // Only a store that instances share is worth a round trip on the
+        // issuing path; the embedded store is this instance's alone.
+        if store.is_shared() {
+            self.shared = Some(store);
+        }
         self
     }
 

@@ -253,6 +253,10 @@ impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
         "embedded"
     }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

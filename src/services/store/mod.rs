@@ -97,6 +97,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// A short name for logs and readiness: "embedded" or "redis".
     fn kind(&self) -> &'static str;
+    /// Whether every instance sees this store's state.
+    fn is_shared(&self) -> bool;
 }
 
 /// The store as the application uses it: a backend plus a time bound.
@@ -139,6 +141,11 @@ impl StoreHandle {
 
     pub fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    /// Whether other instances see the same state (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.inner.is_shared()
     }
 
     /// Runs one store call with the time bound, a `store.<op>` span and

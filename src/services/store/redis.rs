@@ -189,4 +189,8 @@ impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
