@@ -421,14 +421,11 @@ async fn bound_token_authorizes_one_method_on_one_url() {
         .await;
     assert_eq!(status, 200, "{body}");
     // A bound token can be revoked by presenting it, without its request.
-    let (status, _, _) = s
-        .post(
-            "/api/token/revoke",
-            Some(("billing", &c.billing)),
-            &json!({"token": token}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        s.revoke("billing", &c.billing, json!({"token": token}))
+            .await,
+        200
+    );
     let (status, _, body) = s
         .post(
             "/api/token/verify",
@@ -460,30 +457,20 @@ async fn revocation_by_owner_receiver_and_stranger() {
 
     // A stranger's revocation answers 200 and changes nothing.
     for body in [json!({"token": t1}), json!({"jti": payload(&t1)["jti"]})] {
-        let (status, _, _) = s
-            .post("/api/token/revoke", Some(("stranger", &stranger)), &body)
-            .await;
-        assert_eq!(status, 200);
+        assert_eq!(s.revoke("stranger", &stranger, body.clone()).await, 200);
     }
     assert_eq!(s.verify("ledger", &c.ledger, &t1, "ledger").await.0, 200);
 
     // The owner by token, the receiver by jti.
-    let (status, _, _) = s
-        .post(
-            "/api/token/revoke",
-            Some(("billing", &c.billing)),
-            &json!({"token": t1}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _, _) = s
-        .post(
-            "/api/token/revoke",
-            Some(("ledger", &c.ledger)),
-            &json!({"jti": payload(&t2)["jti"]}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        s.revoke("billing", &c.billing, json!({"token": t1})).await,
+        200
+    );
+    assert_eq!(
+        s.revoke("ledger", &c.ledger, json!({"jti": payload(&t2)["jti"]}))
+            .await,
+        200
+    );
     for t in [&t1, &t2] {
         let (status, body) = s.verify("ledger", &c.ledger, t, "ledger").await;
         assert_eq!(status, 401);
@@ -495,14 +482,11 @@ async fn revocation_by_owner_receiver_and_stranger() {
     assert_eq!(s.verify("ledger", &c.ledger, &t3, "ledger").await.0, 200);
 
     // Unknown token: still 200. Both or neither field: 400.
-    let (status, _, _) = s
-        .post(
-            "/api/token/revoke",
-            Some(("billing", &c.billing)),
-            &json!({"token": "x.y.z"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        s.revoke("billing", &c.billing, json!({"token": "x.y.z"}))
+            .await,
+        200
+    );
     for body in [json!({}), json!({"token": t3, "jti": "a"})] {
         let (status, _, json) = s
             .post("/api/token/revoke", Some(("billing", &c.billing)), &body)

@@ -91,14 +91,12 @@ async fn embedded_store_remembers_revocations_and_used_tokens_across_restarts() 
             json!({"audience": "ledger", "once": true}),
         )
         .await;
-    let (status, _, _) = first
-        .post(
-            "/api/token/revoke",
-            Some(("billing", &c.billing)),
-            &json!({"token": revoked}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        first
+            .revoke("billing", &c.billing, json!({"token": revoked}))
+            .await,
+        200
+    );
     assert_eq!(
         first.verify("ledger", &c.ledger, &once, "ledger").await.0,
         200

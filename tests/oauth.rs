@@ -125,20 +125,8 @@ async fn authlib_gets_tokens_with_every_client_authentication_method() {
         );
         assert!(ok, "{out}");
         let id = format!("keyed-{}", alg.to_lowercase());
-        let printed = common::command(&t.s.dir, &t.s.env)
-            .args([
-                "client",
-                "add",
-                &id,
-                "--audience",
-                "ledger",
-                "--scope",
-                "read",
-                "--public-key",
-            ])
-            .arg(&public)
-            .output()
-            .expect("cli");
+        let printed =
+            common::add_key_client(&t.s.dir, &t.s.env, &id, &["--scope", "read"], &public);
         assert!(
             printed.status.success(),
             "{}",
@@ -454,18 +442,7 @@ async fn private_key_jwt_refusals() {
     let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())});
     let jwk_file = t.s.dir.join("svc.jwk.json");
     std::fs::write(&jwk_file, jwk.to_string()).expect("write jwk");
-    let out = common::command(&t.s.dir, &t.s.env)
-        .args([
-            "client",
-            "add",
-            "svc",
-            "--audience",
-            "ledger",
-            "--public-key",
-        ])
-        .arg(&jwk_file)
-        .output()
-        .expect("cli");
+    let out = common::add_key_client(&t.s.dir, &t.s.env, "svc", &[], &jwk_file);
     assert!(
         out.status.success(),
         "{}",
@@ -473,18 +450,7 @@ async fn private_key_jwt_refusals() {
     );
     let private = json!({"kty": "OKP", "crv": "Ed25519", "x": jwk["x"], "d": URL_SAFE_NO_PAD.encode([1u8; 32])});
     std::fs::write(&jwk_file, private.to_string()).expect("write");
-    let refused = common::command(&t.s.dir, &t.s.env)
-        .args([
-            "client",
-            "add",
-            "leaky",
-            "--audience",
-            "ledger",
-            "--public-key",
-        ])
-        .arg(&jwk_file)
-        .output()
-        .expect("cli");
+    let refused = common::add_key_client(&t.s.dir, &t.s.env, "leaky", &[], &jwk_file);
     assert!(!refused.status.success(), "a private JWK must be refused");
 
     let token_url = t.s.url("/oauth/token");

@@ -462,11 +462,7 @@ fn settings_and_healthcheck_commands() {
         String::from_utf8_lossy(&ok.stderr)
     );
     drop(s);
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let free = common::free_port();
     let down = common::command(dir.path(), &[("AUTH_JIT_PORT", free.to_string())])
         .arg("healthcheck")
         .output()

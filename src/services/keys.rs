@@ -82,7 +82,6 @@ pub struct KeyInfo {
     /// Signs from this instant (unix seconds); its creation time unless it
     /// was written by `keys rotate` for later.
     pub created: u64,
-    pub active: bool,
     pub state: KeyState,
     pub encrypted: bool,
     pub file: PathBuf,
@@ -267,7 +266,6 @@ impl KeySet {
                     KeyState::Retired
                 }
             };
-            key_info.active = key_info.state == KeyState::Active;
             if key_info.state != KeyState::Expired
                 && verifying
                     .insert(key.kid().to_owned(), key.verifying_key().clone())
@@ -355,7 +353,6 @@ fn read_dir(
                 kid: key.kid().to_owned(),
                 alg,
                 created,
-                active: false,
                 state: KeyState::Next,
                 encrypted,
                 file: path,
@@ -391,7 +388,6 @@ fn write_key(
         kid: String::new(),
         alg,
         created: now,
-        active: false,
         state: KeyState::Next,
         encrypted: kek.is_some(),
         file: path,

@@ -307,11 +307,9 @@ impl TokenService {
         // The client that obtained the token and, for exchanged tokens, the
         // client it was originally issued to (`sub`): removing either, or
         // `client revoke-tokens` on either, ends the token.
-        let mut owners = vec![claims.client_id.as_str()];
-        if claims.act.is_some() && claims.sub != claims.client_id {
-            owners.push(claims.sub.as_str());
-        }
-        for owner in owners {
+        let original =
+            (claims.act.is_some() && claims.sub != claims.client_id).then_some(claims.sub.as_str());
+        for owner in std::iter::once(claims.client_id.as_str()).chain(original) {
             match self.clients.get(owner) {
                 None => return Ok(TokenState::Revoked),
                 Some(c) if c.tokens_revoked_before.is_some_and(|t| claims.iat <= t) => {

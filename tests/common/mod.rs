@@ -173,6 +173,13 @@ impl Server {
         (status, headers, resp.text().await.expect("body"))
     }
 
+    /// POST /api/token/revoke as `id`; returns the status.
+    pub async fn revoke(&self, id: &str, secret: &str, body: Value) -> u16 {
+        self.post("/api/token/revoke", Some((id, secret)), &body)
+            .await
+            .0
+    }
+
     /// Issues a token; panics unless 200.
     pub async fn issue(&self, id: &str, secret: &str, body: Value) -> String {
         let (status, _, json) = self.post("/api/token", Some((id, secret)), &body).await;
@@ -225,6 +232,24 @@ fn probe_auth(url: &str, id: &str, secret: &str) -> u16 {
     })
     .join()
     .expect("probe thread")
+}
+
+/// Registers a `private_key_jwt` client for `ledger` by its public key
+/// file; returns the CLI's output (nothing on stdout when it succeeds).
+pub fn add_key_client(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    id: &str,
+    args: &[&str],
+    key_file: &Path,
+) -> std::process::Output {
+    command(dir, env)
+        .args(["client", "add", id, "--audience", "ledger"])
+        .args(args)
+        .arg("--public-key")
+        .arg(key_file)
+        .output()
+        .expect("run client add")
 }
 
 /// Registers a client with the real CLI and returns the secret it printed.
@@ -292,6 +317,14 @@ where
     }
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A real redis-server on a free loopback port, with an append-only file so
 /// a restart keeps its data. Stopped on drop.
 pub struct Redis {
@@ -304,31 +337,20 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Redis {
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            tls: None,
-        };
-        redis.resume();
-        redis
+        Self::launch(None)
     }
 
     /// A TLS-only server with the certificate and key in `pki`.
     pub fn start_tls(pki: &Path) -> Redis {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        Self::launch(Some(pki.to_path_buf()))
+    }
+
+    fn launch(tls: Option<PathBuf>) -> Redis {
         let mut redis = Redis {
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
-            tls: Some(pki.to_path_buf()),
+            tls,
         };
         redis.resume();
         redis

@@ -102,7 +102,13 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Some(active) = state.tokens.keys().info().iter().find(|k| k.active) {
+    if let Some(active) = state
+        .tokens
+        .keys()
+        .info()
+        .iter()
+        .find(|k| k.state == crate::services::keys::KeyState::Active)
+    {
         let age = state.tokens.now().saturating_sub(active.created);
         metrics::gauge!(crate::services::metrics::KEY_AGE, "kid" => active.kid.clone())
             .set(age as f64);

@@ -262,6 +262,7 @@ pub struct RevokeBody {
         (status = 200, description = "Done (or nothing to do)", body = Object),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
