@@ -22,7 +22,7 @@ install:
 run:
 	$(CARGO) run --release --locked -- serve
 
-## test-deps: what the tests need beyond cargo: redis-server, openssl, chromium (apt), playwright-core (npm), a Python venv with pinned interop tools
+## test-deps: what the tests need beyond cargo: redis-server, openssl, chromium (apt), playwright-core and jose (npm), a Python venv with pinned interop tools
 test-deps:
 	@# Debian packages, installed only when missing (one apt-get update).
 	@missing=""; \
@@ -39,6 +39,10 @@ test-deps:
 	@# Debian's Chromium and downloads no browser).
 	@if [ ! -d tests/browser/node_modules/playwright-core ]; then \
 		npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; \
+	fi
+	@# The Node verifier of the interop tests (jose, pinned by the lock file).
+	@if [ ! -d tests/interop/node/node_modules/jose ]; then \
+		npm ci --prefix tests/interop/node --no-audit --no-fund --loglevel=error; \
 	fi
 	@# Reinstalled whenever the pins change (the stamp holds the pin list).
 	@if [ ! -x $(PY) ] || [ "$$(cat $(VENV)/pins 2>/dev/null)" != "$(PY_DEPS)" ]; then \
@@ -67,4 +71,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) tests/browser/node_modules
+	rm -rf $(VENV) tests/browser/node_modules tests/interop/node/node_modules

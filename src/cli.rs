@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::services::clients::{ClientEntry, ClientsFile};
-use crate::services::keys::KeySet;
+use crate::services::keys::{KeyRing, RingPolicy, PROPAGATION_SECS};
 use crate::services::store::StoreHandle;
 use crate::settings::Settings;
 use crate::token::assertion::ClientKey;
 use crate::token::clock::{Clock, SystemClock, SystemRandom};
+use crate::token::jws::SigningAlg;
 use crate::token::types::{Audience, ClientId, ScopeToken};
 
 #[derive(Debug, Parser)]
@@ -35,9 +36,12 @@ pub enum Command {
     /// Manage registered clients.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Inspect signing keys.
+    /// Inspect, rotate and revoke signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Settings of one audience (the algorithm its tokens are signed with).
+    #[command(subcommand)]
+    Audience(AudienceCommand),
     /// Print every setting as AUTH_JIT_NAME=value (secrets redacted).
     Settings,
     /// Exit 0 if the server on AUTH_JIT_PORT answers /api/health with 200
@@ -89,18 +93,37 @@ pub struct AddArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// List signing keys: kid, algorithm, not-before, state (next, active,
-    /// retired, expired).
+    /// retired, expired, revoked).
     List,
-    /// Write the next signing key. It is published at once and signs after
-    /// AUTH_JIT_KEY_PUBLISH_SECS (so verifiers have it cached first); the
-    /// current key keeps verifying until its tokens have expired. Prints
-    /// the new kid on stdout.
+    /// Add the next key of every algorithm in use. It is published at once
+    /// and signs after AUTH_JIT_KEY_PUBLISH_SECS (so verifiers have it
+    /// cached first); the current key keeps verifying until its tokens
+    /// have expired. Prints the new kids on stdout.
     Rotate {
-        /// Sign with the new key at once (a compromised key): tokens already
-        /// signed with the old one still verify until they expire.
+        /// Sign with the new key at once (a compromised key): then `keys
+        /// revoke` the old one to refuse its tokens too.
         #[arg(long)]
         now: bool,
     },
+    /// End a key at once: every instance stops publishing and trusting it
+    /// within about a second, and every token it signed is refused. The key
+    /// that signs now cannot be revoked before a successor signs (`keys
+    /// rotate --now`).
+    Revoke { kid: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AudienceCommand {
+    /// Sign tokens for AUDIENCE with ALG (EdDSA, ES256, RS256, PS256), or
+    /// with AUTH_JIT_SIGNING_ALG again (`default`). Running servers pick it
+    /// up within a second and create the algorithm's first key if needed.
+    Set {
+        audience: Audience,
+        #[arg(long, value_name = "ALG")]
+        signing_alg: String,
+    },
+    /// List audiences with settings of their own.
+    List,
 }
 
 /// Runs an operator command (not `serve`).
@@ -221,44 +244,91 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
             }
         }
         Command::Healthcheck => healthcheck(settings).await?,
-        Command::Keys(KeysCommand::Rotate { now }) => {
-            let at = SystemClock.now() + if now { 0 } else { settings.key_publish_secs };
-            let info = KeySet::rotate(settings, at)?;
-            tracing::info!(
-                target: crate::services::telemetry::AUDIT,
-                event = "key_rotated",
-                outcome = "success",
-                kid = %info.kid,
-                alg = %info.alg,
-                not_before = at,
-                "next signing key written"
-            );
-            eprintln!(
-                "next {} key {} written to {}; published now, signs from {} (in {} s)",
-                info.alg,
-                info.kid,
-                info.file.display(),
-                at,
-                at.saturating_sub(SystemClock.now()),
-            );
-            println!("{}", info.kid);
+        Command::Keys(command) => keys_command(settings, command).await?,
+        Command::Audience(AudienceCommand::Set {
+            audience,
+            signing_alg,
+        }) => {
+            let alg = match signing_alg.as_str() {
+                "default" => None,
+                name => Some(SigningAlg::parse(name).ok_or_else(|| {
+                    anyhow::anyhow!("--signing-alg: expected EdDSA, ES256, RS256, PS256 or default")
+                })?),
+            };
+            let _lock = ClientsFile::lock(path)?;
+            let mut file = ClientsFile::read(path)?;
+            file.set_audience_alg(&audience, alg);
+            file.write(path)?;
+            match alg {
+                Some(alg) => eprintln!("tokens for {audience} are signed with {alg}"),
+                None => eprintln!(
+                    "tokens for {audience} are signed with AUTH_JIT_SIGNING_ALG ({})",
+                    settings.signing_alg
+                ),
+            }
         }
-        Command::Keys(KeysCommand::List) => {
-            let keys = KeySet::list(settings)?;
+        Command::Audience(AudienceCommand::List) => {
+            for a in ClientsFile::read(path)?.audiences {
+                println!("{}	signing_alg={}", a.id, a.signing_alg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `auth-jit keys ...`: the same ring the servers use (Redis, or
+/// `DATA_DIR/keys`), changed by the same compare-and-set.
+async fn keys_command(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let store = if settings.uses_redis() {
+        Some(StoreHandle::open(settings).await?)
+    } else {
+        None
+    };
+    let ring = KeyRing::open(settings, store.as_ref());
+    let file = ClientsFile::read(&settings.clients_file)?;
+    let policy = RingPolicy::new(settings, file.audiences.iter().map(|a| a.signing_alg));
+    let now = SystemClock.now();
+    match command {
+        KeysCommand::Rotate { now: urgent } => {
+            let at = if urgent {
+                now
+            } else {
+                now + settings.key_publish_secs + PROPAGATION_SECS
+            };
+            for (kid, alg, not_before) in ring.rotate(&policy, now, at).await? {
+                eprintln!(
+                    "next {alg} key {kid} added to {}; published now, signs from {not_before} (in {} s)",
+                    ring.describe(),
+                    not_before.saturating_sub(now),
+                );
+                println!("{kid}");
+            }
+        }
+        KeysCommand::Revoke { kid } => {
+            if ring.revoke(&policy, &kid, now).await? {
+                eprintln!("key {kid} revoked: every instance stops publishing and trusting it within about a second");
+            } else {
+                eprintln!("key {kid} was revoked already");
+            }
+        }
+        KeysCommand::List => {
+            let keys = ring.list(&policy, now).await?;
             if keys.is_empty() {
                 eprintln!(
                     "no keys yet in {}: the server creates one on first start",
-                    settings.data_dir.join("keys").display()
+                    ring.describe()
                 );
             }
             for k in keys {
                 println!(
-                    "{}\t{}\tnot_before={}\t{}{}",
+                    "{}\t{}\tnot_before={}\t{}{}{}",
                     k.kid,
                     k.alg,
-                    k.created,
+                    k.not_before,
                     k.state.as_str(),
                     if k.encrypted { "\tencrypted" } else { "" },
+                    k.revoked_at
+                        .map_or_else(String::new, |t| format!("\trevoked_at={t}")),
                 );
             }
         }

@@ -99,8 +99,14 @@ pub struct Settings {
     pub max_ttl: u64,
     pub leeway: u64,
     pub signing_alg: SigningAlg,
-    /// `keys rotate` publishes the next key this long before it signs.
+    /// A rotated key is published this long before it signs.
     pub key_publish_secs: u64,
+    /// The fleet rotates its signing keys once per this period (0: never).
+    pub key_rotation_secs: u64,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age_secs: u64,
+    /// Modulus size of new RSA (RS256/PS256) keys.
+    pub rsa_bits: usize,
     pub otlp_endpoint: String,
     pub otlp_protocol: OtlpProtocol,
     /// Audit events are also appended here as JSON lines.
@@ -145,6 +151,9 @@ struct Raw {
     leeway: u64,
     signing_alg: String,
     key_publish_secs: u64,
+    key_rotation_secs: u64,
+    jwks_max_age_secs: u64,
+    rsa_bits: usize,
     otlp_endpoint: Option<String>,
     otlp_protocol: OtlpProtocol,
     audit_log_file: Option<PathBuf>,
@@ -188,6 +197,9 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("leeway", Some("5")),
     ("signing_alg", Some("EdDSA")),
     ("key_publish_secs", Some("330")),
+    ("key_rotation_secs", Some("0")),
+    ("jwks_max_age_secs", Some("300")),
+    ("rsa_bits", Some("2048")),
     ("otlp_endpoint", None),
     ("otlp_protocol", Some("grpc")),
     ("audit_log_file", None),
@@ -297,6 +309,9 @@ impl Settings {
             ("leeway", self.leeway.to_string()),
             ("signing_alg", self.signing_alg.to_string()),
             ("key_publish_secs", self.key_publish_secs.to_string()),
+            ("key_rotation_secs", self.key_rotation_secs.to_string()),
+            ("jwks_max_age_secs", self.jwks_max_age_secs.to_string()),
+            ("rsa_bits", self.rsa_bits.to_string()),
             ("otlp_endpoint", redact_userinfo(&self.otlp_endpoint)),
             (
                 "otlp_protocol",
@@ -426,6 +441,35 @@ impl Raw {
         if self.key_publish_secs > MAX_TTL_CEILING {
             return Err(bad("key_publish_secs", "expected 0 to 86400 seconds"));
         }
+        if self.jwks_max_age_secs > MAX_TTL_CEILING {
+            return Err(bad("jwks_max_age_secs", "expected 0 to 86400 seconds"));
+        }
+        // A verifier may hold a JWKS for max-age: a key must be published
+        // longer than that before it signs, or some verifier will not know
+        // it yet.
+        if self.key_publish_secs <= self.jwks_max_age_secs {
+            return Err(bad(
+                "key_publish_secs",
+                format_args!(
+                    "{} must exceed {PREFIX}_JWKS_MAX_AGE_SECS ({}): a key is published longer than verifiers cache the JWKS before it signs",
+                    self.key_publish_secs, self.jwks_max_age_secs
+                ),
+            ));
+        }
+        if self.key_rotation_secs > 0
+            && self.key_rotation_secs < self.key_publish_secs.saturating_add(self.max_ttl)
+        {
+            return Err(bad(
+                "key_rotation_secs",
+                format_args!(
+                    "{} is shorter than {PREFIX}_KEY_PUBLISH_SECS + {PREFIX}_MAX_TTL ({} + {}): each key must be published ahead and its tokens expire before the next rotation",
+                    self.key_rotation_secs, self.key_publish_secs, self.max_ttl
+                ),
+            ));
+        }
+        if ![2048, 3072, 4096].contains(&self.rsa_bits) {
+            return Err(bad("rsa_bits", "expected 2048, 3072 or 4096"));
+        }
         if self.max_delegation_depth > 10 {
             return Err(bad(
                 "max_delegation_depth",
@@ -504,6 +548,14 @@ impl Raw {
             }
             (None, None) => None,
         };
+        if !store_url.is_empty() && key_encryption_key.is_none() {
+            return Err(bad(
+                "key_encryption_key",
+                format_args!(
+                    "required with a Redis store: the signing keys live in Redis, encrypted with it. Make one with `openssl rand -base64 32` and give the same value to every instance (or {PREFIX}_KEY_ENCRYPTION_KEY_FILE: a file holding it)"
+                ),
+            ));
+        }
         let clients_file = self
             .clients_file
             .filter(|p| !p.as_os_str().is_empty())
@@ -529,6 +581,9 @@ impl Raw {
             leeway: self.leeway,
             signing_alg,
             key_publish_secs: self.key_publish_secs,
+            key_rotation_secs: self.key_rotation_secs,
+            jwks_max_age_secs: self.jwks_max_age_secs,
+            rsa_bits: self.rsa_bits,
             otlp_endpoint,
             otlp_protocol: self.otlp_protocol,
             audit_log_file: self.audit_log_file.filter(|p| !p.as_os_str().is_empty()),
@@ -630,6 +685,10 @@ mod tests {
             ("AUTH_JIT_ENVIRONMENT", "prod"),
             ("AUTH_JIT_ISSUER", "https://auth.example"),
             ("AUTH_JIT_STORE_URL", "redis://127.0.0.1:6379/0"),
+            (
+                "AUTH_JIT_KEY_ENCRYPTION_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
             ("OTHER_PORT", "1"),
         ])
         .expect("valid");
@@ -654,6 +713,29 @@ mod tests {
         assert!(error(&[("AUTH_JIT_LOG_LEVEL", "loud[")]).starts_with("AUTH_JIT_LOG_LEVEL:"));
         assert!(error(&[("AUTH_JIT_ENVIRONMENT", "moon")]).starts_with("AUTH_JIT_ENVIRONMENT:"));
         assert!(error(&[("AUTH_JIT_LOG_FORMAT", "xml")]).starts_with("AUTH_JIT_LOG_FORMAT:"));
+    }
+
+    #[test]
+    fn key_settings_that_would_break_verifiers_are_refused() {
+        // Published no longer than verifiers cache the JWKS: refused.
+        let msg = error(&[("AUTH_JIT_KEY_PUBLISH_SECS", "300")]);
+        assert!(msg.starts_with("AUTH_JIT_KEY_PUBLISH_SECS:"), "{msg}");
+        assert!(msg.contains("AUTH_JIT_JWKS_MAX_AGE_SECS"), "{msg}");
+        let ok = load(&[
+            ("AUTH_JIT_KEY_PUBLISH_SECS", "3"),
+            ("AUTH_JIT_JWKS_MAX_AGE_SECS", "2"),
+        ]);
+        assert!(ok.is_ok());
+        // A period shorter than publish lead + max TTL: refused.
+        let msg = error(&[("AUTH_JIT_KEY_ROTATION_SECS", "3000")]);
+        assert!(msg.starts_with("AUTH_JIT_KEY_ROTATION_SECS:"), "{msg}");
+        assert!(msg.contains("AUTH_JIT_MAX_TTL"), "{msg}");
+        assert!(load(&[("AUTH_JIT_KEY_ROTATION_SECS", "86400")]).is_ok());
+        assert!(error(&[("AUTH_JIT_RSA_BITS", "1024")]).starts_with("AUTH_JIT_RSA_BITS:"));
+        // Redis holds the key ring, so it needs a key-encryption key.
+        let msg = error(&[("AUTH_JIT_STORE_URL", "redis://127.0.0.1:6379/0")]);
+        assert!(msg.starts_with("AUTH_JIT_KEY_ENCRYPTION_KEY:"), "{msg}");
+        assert!(msg.contains("openssl rand -base64 32"), "{msg}");
     }
 
     #[test]

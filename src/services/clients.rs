@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::token::assertion::ClientKey;
 use crate::token::clock::Random;
+use crate::token::jws::SigningAlg;
 use crate::token::policy::ClientPolicy;
 use crate::token::types::{Audience, ClientId, Scope, ScopeToken};
 
@@ -30,6 +31,18 @@ use crate::token::types::{Audience, ClientId, Scope, ScopeToken};
 pub struct ClientsFile {
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientEntry>,
+    /// Audiences with settings of their own (`[[audience]]` tables).
+    #[serde(default, rename = "audience", skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<AudienceEntry>,
+}
+
+/// An audience's own settings: the algorithm its tokens are signed with,
+/// for receivers (API gateways) that accept only RS256, say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceEntry {
+    pub id: Audience,
+    pub signing_alg: SigningAlg,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +120,15 @@ impl ClientsFile {
             path: path.to_path_buf(),
             message: e.message().to_owned(),
         })?;
+        let mut audiences = BTreeSet::new();
+        for audience in &file.audiences {
+            if !audiences.insert(audience.id.clone()) {
+                return Err(ClientsError::File {
+                    path: path.to_path_buf(),
+                    message: format!("audience {} is listed twice", audience.id),
+                });
+            }
+        }
         let mut seen = BTreeSet::new();
         for entry in &file.clients {
             if !seen.insert(entry.id.clone()) {
@@ -259,6 +281,18 @@ impl ClientsFile {
         Ok(())
     }
 
+    /// Signs tokens for `audience` with `alg` (`None`: the default again).
+    pub fn set_audience_alg(&mut self, audience: &Audience, alg: Option<SigningAlg>) {
+        self.audiences.retain(|a| &a.id != audience);
+        if let Some(alg) = alg {
+            self.audiences.push(AudienceEntry {
+                id: audience.clone(),
+                signing_alg: alg,
+            });
+            self.audiences.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+    }
+
     pub fn remove(&mut self, id: &ClientId) -> Result<(), ClientsError> {
         let before = self.clients.len();
         self.clients.retain(|c| &c.id != id);
@@ -326,6 +360,7 @@ pub struct AuthFailed;
 #[derive(Debug)]
 struct Loaded {
     clients: BTreeMap<String, Arc<Client>>,
+    audience_algs: BTreeMap<String, SigningAlg>,
     modified: Option<SystemTime>,
     healthy: bool,
 }
@@ -344,6 +379,7 @@ impl Clients {
         Ok(Self {
             path: path.to_path_buf(),
             inner: Arc::new(RwLock::new(Loaded {
+                audience_algs: audience_algs(&file),
                 clients: index(file),
                 modified: modified(path),
                 healthy: true,
@@ -364,18 +400,19 @@ impl Clients {
         if unchanged {
             return;
         }
-        let (clients, healthy) = match ClientsFile::read(&self.path) {
+        let (algs, clients, healthy) = match ClientsFile::read(&self.path) {
             Ok(file) => {
                 tracing::info!(clients = file.clients.len(), "clients file reloaded");
-                (index(file), true)
+                (audience_algs(&file), index(file), true)
             }
             Err(e) => {
                 tracing::error!(error = %e, "clients file unreadable: refusing every client until it is fixed");
-                (BTreeMap::new(), false)
+                (BTreeMap::new(), BTreeMap::new(), false)
             }
         };
         if let Ok(mut loaded) = self.inner.write() {
             *loaded = Loaded {
+                audience_algs: algs,
                 clients,
                 modified: now,
                 healthy,
@@ -386,6 +423,19 @@ impl Clients {
     /// Whether the last read of the clients file succeeded.
     pub fn is_healthy(&self) -> bool {
         self.inner.read().map(|l| l.healthy).unwrap_or(false)
+    }
+
+    /// The algorithm `audience`'s tokens are signed with, if it has its own.
+    pub fn signing_alg_for(&self, audience: &str) -> Option<SigningAlg> {
+        self.inner.read().ok()?.audience_algs.get(audience).copied()
+    }
+
+    /// Every algorithm some audience asks for.
+    pub fn audience_algs(&self) -> Vec<SigningAlg> {
+        self.inner
+            .read()
+            .map(|l| l.audience_algs.values().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
@@ -405,6 +455,13 @@ impl Clients {
             _ => Err(AuthFailed),
         }
     }
+}
+
+fn audience_algs(file: &ClientsFile) -> BTreeMap<String, SigningAlg> {
+    file.audiences
+        .iter()
+        .map(|a| (a.id.to_string(), a.signing_alg))
+        .collect()
 }
 
 fn index(file: ClientsFile) -> BTreeMap<String, Arc<Client>> {

@@ -1,40 +1,27 @@
 //! Client assertions (RFC 7523 `private_key_jwt`): a client registered with
 //! a public key proves its identity with a short-lived JWT it signs itself.
 //!
-//! As with our own tokens, the header is read strictly before any signature
-//! work, the registered key pins the algorithm, and every claim is checked
-//! with its JSON type. Replay (`jti` reuse) needs the store and is checked
-//! by the caller.
+//! The JWS layer (header strictness, the registered key pinning the
+//! algorithm) is [`super::jws`]'s, under the client-assertion profile; the
+//! claims are read by [`super::jwt`]'s typed readers. Replay (`jti` reuse)
+//! needs the store and is checked by the caller.
 
-use std::collections::HashSet;
-use std::fmt;
+use serde_json::Value;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value};
+use super::jws::{Jws, JwsError, KeyError, VerifyingKey, CLIENT_ASSERTION, MAX_TOKEN_LEN};
+use super::jwt::{check_times, ClaimError, Claims, TimeError};
 
 /// The longest an assertion may live: stock clients (Authlib) use one hour.
 pub const MAX_LIFETIME: u64 = 3600;
 
-/// The algorithms a client key may use.
-pub const CLIENT_ALGS: [&str; 3] = ["EdDSA", "ES256", "RS256"];
+/// The algorithms a client key may use (RFC 8414 metadata lists them).
+pub const CLIENT_ALGS: [&str; 4] = ["EdDSA", "ES256", "RS256", "PS256"];
 
-/// A client's registered public key.
-#[derive(Clone)]
+/// A client's registered public key. Its algorithm is fixed at
+/// registration: an assertion must name exactly that one.
+#[derive(Debug, Clone)]
 pub struct ClientKey {
-    alg: Algorithm,
-    decoding: DecodingKey,
-    jwk: Jwk,
-}
-
-impl fmt::Debug for ClientKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientKey")
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
+    key: VerifyingKey,
 }
 
 /// Why a key or an assertion was refused. Safe to log; never sent to the
@@ -65,24 +52,52 @@ pub enum AssertionError {
     Claim(&'static str),
 }
 
+impl From<JwsError> for AssertionError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Malformed(what) => Self::Malformed(what),
+            JwsError::ForbiddenHeader(_) | JwsError::Critical | JwsError::WrongType(_) => {
+                Self::ForbiddenHeader
+            }
+            JwsError::AlgorithmMismatch | JwsError::UnknownKey => Self::AlgorithmMismatch,
+            JwsError::BadSignature => Self::BadSignature,
+        }
+    }
+}
+
+impl From<ClaimError> for AssertionError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Missing(name) | ClaimError::WrongType(name) => Self::Claim(name),
+        }
+    }
+}
+
+impl From<KeyError> for AssertionError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::BadPublicKey(what) => Self::BadKey(what),
+            KeyError::Generate(_) | KeyError::Invalid(_) => Self::BadKey("unusable key"),
+        }
+    }
+}
+
 impl ClientKey {
     /// Parses a public JWK (JSON). A private key is refused: the server must
     /// never hold a client's private key.
     pub fn from_jwk_json(text: &str) -> Result<Self, AssertionError> {
         let value: Value =
             serde_json::from_str(text).map_err(|_| AssertionError::BadKey("not JSON"))?;
-        if value.get("d").is_some() || value.get("p").is_some() {
-            return Err(AssertionError::BadKey(
-                "this is a private key; register the public key",
-            ));
-        }
-        let jwk: Jwk =
-            serde_json::from_value(value).map_err(|_| AssertionError::BadKey("not a JWK"))?;
-        Self::from_jwk(jwk)
+        Ok(Self {
+            key: VerifyingKey::from_jwk(&value)?,
+        })
     }
 
-    /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) of any supported type.
+    /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): Ed25519, P-256 or
+    /// RSA (registered for RS256).
     pub fn from_pem(pem: &[u8]) -> Result<Self, AssertionError> {
+        use jsonwebtoken::jwk::Jwk;
+        use jsonwebtoken::{Algorithm, DecodingKey};
         let candidates = [
             (DecodingKey::from_ed_pem(pem), Algorithm::EdDSA),
             (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
@@ -91,8 +106,12 @@ impl ClientKey {
         for (key, alg) in candidates {
             if let Ok(key) = key {
                 let jwk = Jwk::from_decoding_key(&key, Some(alg))
-                    .map_err(|_| AssertionError::BadKey("unsupported key"))?;
-                return Self::from_jwk(jwk);
+                    .ok()
+                    .and_then(|jwk| serde_json::to_value(jwk).ok())
+                    .ok_or(AssertionError::BadKey("unsupported key"))?;
+                return Ok(Self {
+                    key: VerifyingKey::from_jwk(&jwk)?,
+                });
             }
         }
         Err(AssertionError::BadKey(
@@ -100,66 +119,13 @@ impl ClientKey {
         ))
     }
 
-    fn from_jwk(mut jwk: Jwk) -> Result<Self, AssertionError> {
-        let inferred = match &jwk.algorithm {
-            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-                Algorithm::EdDSA
-            }
-            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-                Algorithm::ES256
-            }
-            AlgorithmParameters::RSA(_) => Algorithm::RS256,
-            _ => {
-                return Err(AssertionError::BadKey(
-                    "supported keys: Ed25519, P-256, RSA",
-                ))
-            }
-        };
-        let alg = match jwk.common.key_algorithm {
-            None => inferred,
-            Some(KeyAlgorithm::EdDSA) if inferred == Algorithm::EdDSA => Algorithm::EdDSA,
-            Some(KeyAlgorithm::ES256) if inferred == Algorithm::ES256 => Algorithm::ES256,
-            Some(KeyAlgorithm::RS256) if inferred == Algorithm::RS256 => Algorithm::RS256,
-            Some(_) => {
-                return Err(AssertionError::BadKey(
-                    "alg must be EdDSA, ES256 or RS256 and fit the key",
-                ))
-            }
-        };
-        if let AlgorithmParameters::RSA(p) = &jwk.algorithm {
-            let bits = URL_SAFE_NO_PAD
-                .decode(&p.n)
-                .ok()
-                .and_then(|n| {
-                    let first = n.iter().position(|b| *b != 0)?;
-                    Some((n.len() - first) * 8 - n[first].leading_zeros() as usize)
-                })
-                .unwrap_or(0);
-            if bits < 2048 {
-                return Err(AssertionError::BadKey("RSA keys need at least 2048 bits"));
-            }
-        }
-        jwk.common.key_algorithm = Some(match alg {
-            Algorithm::EdDSA => KeyAlgorithm::EdDSA,
-            Algorithm::ES256 => KeyAlgorithm::ES256,
-            _ => KeyAlgorithm::RS256,
-        });
-        let decoding =
-            DecodingKey::from_jwk(&jwk).map_err(|_| AssertionError::BadKey("unusable key"))?;
-        Ok(Self { alg, decoding, jwk })
-    }
-
     /// The JWK as stored in the clients file.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.jwk).unwrap_or_default()
+        Value::Object(self.key.jwk().clone()).to_string()
     }
 
     pub fn alg_name(&self) -> &'static str {
-        match self.alg {
-            Algorithm::EdDSA => "EdDSA",
-            Algorithm::ES256 => "ES256",
-            _ => "RS256",
-        }
+        self.key.alg().as_str()
     }
 }
 
@@ -173,10 +139,10 @@ pub struct VerifiedAssertion {
 /// Reads the claimed client (`iss`) of an assertion without verifying it,
 /// to find the key to verify it with.
 pub fn claimed_client(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let map: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    map.get("iss")?.as_str().map(str::to_owned)
+    match super::jws::unverified_payload(jwt)?.get("iss")? {
+        Value::String(iss) => Some(iss.clone()),
+        _ => None,
+    }
 }
 
 /// Verifies an assertion of `client_id`, signed with `key`, addressed to
@@ -189,76 +155,36 @@ pub fn verify(
     leeway: u64,
     now: u64,
 ) -> Result<VerifiedAssertion, AssertionError> {
-    if jwt.len() > super::jws::MAX_TOKEN_LEN {
+    if jwt.len() > MAX_TOKEN_LEN {
         return Err(AssertionError::Malformed("too long"));
     }
-    let header = jwt.split('.').next().unwrap_or_default();
-    let header: Map<String, Value> = URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(AssertionError::Malformed("header"))?;
-    for (name, value) in &header {
-        match name.as_str() {
-            "alg" | "kid" => {}
-            "typ"
-                if value
-                    .as_str()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("JWT")) => {}
-            _ => return Err(AssertionError::ForbiddenHeader),
-        }
-    }
-    let expected_alg = serde_json::to_value(key.alg).ok();
-    if header.get("alg") != expected_alg.as_ref() {
-        return Err(AssertionError::AlgorithmMismatch);
-    }
-    let mut validation = Validation::new(key.alg);
-    validation.required_spec_claims = HashSet::new();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    let claims = jsonwebtoken::decode::<Map<String, Value>>(jwt, &key.decoding, &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => AssertionError::BadSignature,
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => AssertionError::AlgorithmMismatch,
-            _ => AssertionError::Malformed("payload"),
-        })?
-        .claims;
-    let text = |name: &'static str| match claims.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
-        _ => Err(AssertionError::Claim(name)),
-    };
-    let number = |name: &'static str| match claims.get(name) {
-        Some(Value::Number(n)) => n.as_u64().ok_or(AssertionError::Claim(name)),
-        _ => Err(AssertionError::Claim(name)),
-    };
-    if text("iss")? != client_id || text("sub")? != client_id {
+    let map = Jws::parse(jwt, &CLIENT_ASSERTION)?.verify(&key.key)?;
+    let claims = Claims(&map);
+    let nonempty = |name: &'static str| claims.non_empty_str(name).map_err(AssertionError::from);
+    if nonempty("iss")? != client_id || nonempty("sub")? != client_id {
         return Err(AssertionError::WrongSubject);
     }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => audiences.contains(a),
-        Some(Value::Array(items)) => items
-            .iter()
-            .any(|a| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
-        _ => return Err(AssertionError::Claim("aud")),
-    };
-    if !aud_ok {
+    if !claims.audience_in(audiences)? {
         return Err(AssertionError::WrongAudience);
     }
-    let exp = number("exp")?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(AssertionError::Expired);
+    let exp = claims.number("exp")?;
+    match check_times(
+        exp,
+        claims.opt_number("nbf")?,
+        claims.opt_number("iat")?,
+        leeway,
+        now,
+    ) {
+        Ok(()) => {}
+        Err(TimeError::Expired) => return Err(AssertionError::Expired),
+        Err(TimeError::NotYetValid | TimeError::IssuedInFuture) => {
+            return Err(AssertionError::NotYetValid)
+        }
     }
     if exp > now.saturating_add(MAX_LIFETIME).saturating_add(leeway) {
         return Err(AssertionError::TooLongLived);
     }
-    if claims.contains_key("nbf") && number("nbf")? > now.saturating_add(leeway) {
-        return Err(AssertionError::NotYetValid);
-    }
-    if claims.contains_key("iat") && number("iat")? > now.saturating_add(leeway) {
-        return Err(AssertionError::NotYetValid);
-    }
-    let jti = text("jti")?;
+    let jti = nonempty("jti")?;
     if jti.len() > 256 {
         return Err(AssertionError::Claim("jti"));
     }
@@ -279,7 +205,7 @@ mod tests {
     /// A client key pair: our own signer stands in for the client's JWT
     /// library; only its public JWK is registered.
     fn client(alg: SigningAlg) -> (SigningKey, ClientKey) {
-        let (signer, _) = SigningKey::generate(alg).expect("key");
+        let signer = SigningKey::generate(alg, 2048).expect("key").key;
         let jwk = serde_json::to_string(signer.verifying_key().jwk()).expect("jwk");
         (signer, ClientKey::from_jwk_json(&jwk).expect("client key"))
     }
@@ -298,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_good_assertion_verifies_with_either_algorithm() {
-        for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
+        for alg in SigningAlg::ALL {
             let (signer, key) = client(alg);
             // Our signer writes typ at+jwt; clients write JWT or nothing,
             // so re-sign with a plain header.
@@ -316,12 +242,10 @@ mod tests {
         }
     }
 
-    /// Signs `claims` under an arbitrary header with the signer's key, by
-    /// signing the exact bytes through jsonwebtoken's header API.
+    /// Signs `claims` under an arbitrary header with the signer's key.
     fn resign(signer: &SigningKey, header: &Value, claims: &Value) -> String {
-        let mut h: jsonwebtoken::Header = serde_json::from_value(header.clone()).expect("header");
-        h.kid = None;
-        signer.sign_with_header(&h, claims).expect("sign")
+        let header = header.as_object().expect("header object");
+        signer.sign_with_header(header, claims).expect("sign")
     }
 
     #[test]

@@ -1,44 +1,58 @@
-//! Signing and checking the JWS layer of our tokens (RFC 7515, RFC 9068).
+//! The JWS layer (RFC 7515) of every JWT we sign or check: our access tokens
+//! (RFC 9068) and the client assertions of `private_key_jwt` (RFC 7523).
+//! One module, so every header rule exists once.
 //!
-//! `jsonwebtoken` does the cryptography. It does not check `typ`, it ignores
-//! `crit`, and it would happily accept header parameters we never emit, so
-//! the header is parsed here first, strictly, before any signature work.
+//! Signing holds parsed aws-lc-rs key pairs and a pre-encoded header, so a
+//! token costs one JSON serialization and one signature: the key is never
+//! re-parsed. Checking parses the protected header strictly (an allow-list
+//! of parameters, `crit` refused, `typ` per profile) before any signature
+//! work; the key, never the header, fixes the algorithm; the payload is
+//! decoded only once the signature holds.
 
-use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+    RsaPublicKeyComponents,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-/// The JOSE `typ` of every token we issue (RFC 9068 §2.1).
+/// The JOSE `typ` of every access token we issue (RFC 9068 §2.1).
 pub const TOKEN_TYPE: &str = "at+jwt";
 
-/// Tokens longer than this are refused before any parsing: ours are < 2 KiB.
+/// Tokens longer than this are refused before any parsing: ours are < 2 KiB
+/// (an RS4096 signature is 683 characters).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// The signature algorithms we sign with. The header of a token never
-/// chooses: the key it names does.
-///
-/// RS256/PS256 are not offered yet: `jsonwebtoken`'s aws-lc backend wants
-/// PKCS#1 RSA keys while aws-lc-rs only writes PKCS#8. ES256 serves the
-/// verifiers that lack EdDSA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The smallest RSA modulus we sign with or accept.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// The signature algorithms we sign with and accept. The header of a token
+/// never chooses: the key it names does. HS256 is never offered: a shared
+/// secret would let every verifier mint tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SigningAlg {
     EdDSA,
     ES256,
+    RS256,
+    PS256,
 }
 
 impl SigningAlg {
-    pub const ALL: [SigningAlg; 2] = [Self::EdDSA, Self::ES256];
+    pub const ALL: [SigningAlg; 4] = [Self::EdDSA, Self::ES256, Self::RS256, Self::PS256];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EdDSA => "EdDSA",
             Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+            Self::PS256 => "PS256",
         }
     }
 
@@ -46,11 +60,8 @@ impl SigningAlg {
         Self::ALL.into_iter().find(|a| a.as_str() == value)
     }
 
-    fn jwt(self) -> Algorithm {
-        match self {
-            Self::EdDSA => Algorithm::EdDSA,
-            Self::ES256 => Algorithm::ES256,
-        }
+    pub fn is_rsa(self) -> bool {
+        matches!(self, Self::RS256 | Self::PS256)
     }
 }
 
@@ -61,19 +72,28 @@ impl fmt::Display for SigningAlg {
 }
 
 /// What went wrong with a key. Never carries key material.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("could not generate a {0} key")]
     Generate(SigningAlg),
     #[error("the {0} private key is not a valid PKCS#8 document")]
     Invalid(SigningAlg),
+    #[error("not a usable public key: {0}")]
+    BadPublicKey(&'static str),
 }
 
-/// A private signing key with its public half and `kid`.
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// A private signing key, parsed once, with its public half and `kid`.
 pub struct SigningKey {
     alg: SigningAlg,
-    encoding: EncodingKey,
-    header: Header,
+    pair: Pair,
+    /// base64url of `{"alg":…,"typ":"at+jwt","kid":…}`: constant per key.
+    header: String,
     public: VerifyingKey,
 }
 
@@ -86,62 +106,99 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// A fresh key with the PKCS#8 v1 DER document the caller persists
+/// (encrypted where it leaves the process).
+pub struct GeneratedKey {
+    pub key: SigningKey,
+    pub pkcs8: Vec<u8>,
+}
+
 impl SigningKey {
-    /// Generates a fresh key and returns it with its PKCS#8 v1 DER encoding,
-    /// which is what the caller persists.
-    pub fn generate(alg: SigningAlg) -> Result<(Self, Vec<u8>), KeyError> {
-        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    /// Generates a key; `rsa_bits` (2048, 3072 or 4096) matters for RSA only.
+    pub fn generate(alg: SigningAlg, rsa_bits: usize) -> Result<GeneratedKey, KeyError> {
         let err = |_| KeyError::Generate(alg);
-        let der = match alg {
+        let pkcs8 = match alg {
             SigningAlg::EdDSA => Ed25519KeyPair::generate()
                 .and_then(|k| k.to_pkcs8v1())
                 .map_err(err)?
                 .as_ref()
                 .to_vec(),
-            SigningAlg::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            SigningAlg::ES256 => EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING)
                 .and_then(|k| k.to_pkcs8v1())
                 .map_err(err)?
                 .as_ref()
                 .to_vec(),
+            SigningAlg::RS256 | SigningAlg::PS256 => {
+                let size = match rsa_bits {
+                    2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
+                    3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
+                    4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
+                    _ => return Err(KeyError::Generate(alg)),
+                };
+                RsaKeyPair::generate(size)
+                    .and_then(|k| k.as_der())
+                    .map_err(err)?
+                    .as_ref()
+                    .to_vec()
+            }
         };
-        let key = Self::from_pkcs8(alg, &der)?;
-        Ok((key, der))
+        let key = Self::from_pkcs8(alg, &pkcs8)?;
+        Ok(GeneratedKey { key, pkcs8 })
     }
 
-    /// Loads a key from its PKCS#8 DER encoding.
+    /// Loads a key from its PKCS#8 DER document and proves the pair works
+    /// (one signature, checked with the public half) before anyone relies
+    /// on it.
     pub fn from_pkcs8(alg: SigningAlg, der: &[u8]) -> Result<Self, KeyError> {
-        let encoding = match alg {
-            SigningAlg::EdDSA => EncodingKey::from_ed_der(der),
-            SigningAlg::ES256 => EncodingKey::from_ec_der(der),
+        let bad = |_| KeyError::Invalid(alg);
+        let (pair, jwk) = match alg {
+            SigningAlg::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8(der).map_err(bad)?;
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                (
+                    Pair::Ed(pair),
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                )
+            }
+            SigningAlg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(bad)?;
+                // Uncompressed point: 0x04 || x || y.
+                let point = pair.public_key().as_ref();
+                if point.len() != 65 {
+                    return Err(KeyError::Invalid(alg));
+                }
+                let jwk = json!({"kty": "EC", "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+                (Pair::Ec(pair), jwk)
+            }
+            SigningAlg::RS256 | SigningAlg::PS256 => {
+                let pair = RsaKeyPair::from_pkcs8(der).map_err(bad)?;
+                if pair.public_modulus_len() * 8 < MIN_RSA_BITS {
+                    return Err(KeyError::Invalid(alg));
+                }
+                let public = pair.public_key();
+                let jwk = json!({"kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                    "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero())});
+                (Pair::Rsa(pair), jwk)
+            }
         };
-        let mut jwk =
-            Jwk::from_encoding_key(&encoding, alg.jwt()).map_err(|_| KeyError::Invalid(alg))?;
-        let kid = jwk
-            .thumbprint(ThumbprintHash::SHA256)
+        let public = VerifyingKey::from_jwk_value(&jwk, Some(alg), true)
             .map_err(|_| KeyError::Invalid(alg))?;
-        jwk.common.key_id = Some(kid.clone());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Invalid(alg))?;
-        let mut header = Header::new(alg.jwt());
-        header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(kid.clone());
+        let header = json!({"alg": alg.as_str(), "typ": TOKEN_TYPE, "kid": public.kid});
         let key = Self {
             alg,
-            encoding,
-            header,
-            public: VerifyingKey {
-                kid,
-                alg,
-                decoding,
-                jwk,
-            },
+            pair,
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            public,
         };
-        // Prove the pair works before anyone relies on it.
         let probe = key
-            .sign(&serde_json::json!({"probe": true}))
+            .sign(&json!({"probe": true}))
             .map_err(|_| KeyError::Invalid(alg))?;
-        key.public
-            .verify_signature(&probe)
+        Jws::parse(&probe, &ACCESS_TOKEN)
+            .and_then(|jws| jws.verify(&key.public))
             .map_err(|_| KeyError::Invalid(alg))?;
         Ok(key)
     }
@@ -158,20 +215,54 @@ impl SigningKey {
         &self.public
     }
 
-    /// Signs `claims` under a caller-chosen header (tests of other JWT
-    /// profiles, such as client assertions).
-    #[cfg(test)]
-    pub fn sign_with_header<T: Serialize>(
-        &self,
-        header: &Header,
-        claims: &T,
-    ) -> Result<String, SignError> {
-        jsonwebtoken::encode(header, claims, &self.encoding).map_err(|_| SignError)
+    /// Signs `claims` as a compact JWS with `typ: at+jwt` and our `kid`.
+    pub fn sign<T: Serialize + ?Sized>(&self, claims: &T) -> Result<String, SignError> {
+        self.sign_encoded(&self.header, claims)
     }
 
-    /// Signs `claims` as a compact JWS with `typ: at+jwt` and our `kid`.
-    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SignError> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(|_| SignError)
+    /// Signs `claims` under a caller-chosen protected header (other JWT
+    /// profiles, and tests that forge headers with a real key).
+    pub fn sign_with_header<T: Serialize + ?Sized>(
+        &self,
+        header: &Map<String, Value>,
+        claims: &T,
+    ) -> Result<String, SignError> {
+        let header = serde_json::to_vec(header).map_err(|_| SignError)?;
+        self.sign_encoded(&URL_SAFE_NO_PAD.encode(header), claims)
+    }
+
+    fn sign_encoded<T: Serialize + ?Sized>(
+        &self,
+        header_b64: &str,
+        claims: &T,
+    ) -> Result<String, SignError> {
+        let payload = serde_json::to_vec(claims).map_err(|_| SignError)?;
+        let mut out = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 700);
+        out.push_str(header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let rng = SystemRandom::new();
+        let signature: Vec<u8> = match &self.pair {
+            Pair::Ed(pair) => pair.sign(out.as_bytes()).as_ref().to_vec(),
+            Pair::Ec(pair) => pair
+                .sign(&rng, out.as_bytes())
+                .map_err(|_| SignError)?
+                .as_ref()
+                .to_vec(),
+            Pair::Rsa(pair) => {
+                let padding: &'static dyn sig::RsaEncoding = match self.alg {
+                    SigningAlg::PS256 => &sig::RSA_PSS_SHA256,
+                    _ => &sig::RSA_PKCS1_SHA256,
+                };
+                let mut buf = vec![0u8; pair.public_modulus_len()];
+                pair.sign(padding, &rng, out.as_bytes(), &mut buf)
+                    .map_err(|_| SignError)?;
+                buf
+            }
+        };
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut out);
+        Ok(out)
     }
 }
 
@@ -179,13 +270,15 @@ impl SigningKey {
 #[error("signing failed")]
 pub struct SignError;
 
-/// A public key that checks signatures; one entry of our JWKS.
+/// A public key that checks signatures of one algorithm: one entry of our
+/// JWKS, or a client's registered key.
 #[derive(Clone)]
 pub struct VerifyingKey {
     kid: String,
     alg: SigningAlg,
-    decoding: DecodingKey,
-    jwk: Jwk,
+    parsed: Arc<ParsedPublicKey>,
+    /// The public JWK (RFC 7517) with `kid`, `alg` and `use: sig`.
+    jwk: Map<String, Value>,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -198,6 +291,145 @@ impl fmt::Debug for VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// Parses a public JWK (Ed25519 OKP, P-256 EC or RSA of at least 2048
+    /// bits). Its `alg`, when present, must fit the key; for RSA it chooses
+    /// RS256 (the default) or PS256. A private key (`d`, `p`, …) is refused.
+    /// The `kid` is the JWK's own, or its RFC 7638 thumbprint.
+    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
+        Self::from_jwk_value(jwk, None, false)
+    }
+
+    fn from_jwk_value(
+        jwk: &Value,
+        want: Option<SigningAlg>,
+        thumbprint_kid: bool,
+    ) -> Result<Self, KeyError> {
+        let Value::Object(map) = jwk else {
+            return Err(KeyError::BadPublicKey("not a JSON object"));
+        };
+        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            if map.contains_key(private) {
+                return Err(KeyError::BadPublicKey(
+                    "this is a private or symmetric key; register the public key",
+                ));
+            }
+        }
+        let text = |name: &'static str| match map.get(name) {
+            Some(Value::String(s)) => Ok(s.as_str()),
+            _ => Err(KeyError::BadPublicKey("a required JWK member is missing")),
+        };
+        let bytes = |name: &'static str| {
+            text(name).and_then(|s| {
+                URL_SAFE_NO_PAD
+                    .decode(s)
+                    .map_err(|_| KeyError::BadPublicKey("a JWK member is not base64url"))
+            })
+        };
+        let stated = match map.get("alg") {
+            None => None,
+            Some(Value::String(a)) => Some(SigningAlg::parse(a).ok_or(KeyError::BadPublicKey(
+                "alg must be EdDSA, ES256, RS256 or PS256",
+            ))?),
+            Some(_) => return Err(KeyError::BadPublicKey("alg must be a string")),
+        };
+        let (inferred, parsed, thumb_input) = match text("kty")? {
+            "OKP" => {
+                if text("crv")? != "Ed25519" {
+                    return Err(KeyError::BadPublicKey("the only OKP curve is Ed25519"));
+                }
+                let x = bytes("x")?;
+                if x.len() != 32 {
+                    return Err(KeyError::BadPublicKey("an Ed25519 key has 32 bytes"));
+                }
+                let parsed = ParsedPublicKey::new(&sig::ED25519, &x)
+                    .map_err(|_| KeyError::BadPublicKey("not an Ed25519 public key"))?;
+                let thumb = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, text("x")?);
+                (SigningAlg::EdDSA, parsed, thumb)
+            }
+            "EC" => {
+                if text("crv")? != "P-256" {
+                    return Err(KeyError::BadPublicKey("the only EC curve is P-256"));
+                }
+                let (x, y) = (bytes("x")?, bytes("y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(KeyError::BadPublicKey("P-256 coordinates have 32 bytes"));
+                }
+                let mut point = vec![4u8];
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                let parsed = ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, &point)
+                    .map_err(|_| KeyError::BadPublicKey("not a point on P-256"))?;
+                let thumb = format!(
+                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                    text("x")?,
+                    text("y")?
+                );
+                (SigningAlg::ES256, parsed, thumb)
+            }
+            "RSA" => {
+                let (n, e) = (bytes("n")?, bytes("e")?);
+                let first = n.iter().position(|b| *b != 0).unwrap_or(n.len());
+                let n = &n[first..];
+                let bits = n
+                    .first()
+                    .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
+                if bits < MIN_RSA_BITS {
+                    return Err(KeyError::BadPublicKey("RSA keys need at least 2048 bits"));
+                }
+                let alg = match stated.or(want) {
+                    Some(SigningAlg::PS256) => SigningAlg::PS256,
+                    _ => SigningAlg::RS256,
+                };
+                let params: &'static sig::RsaParameters = match alg {
+                    SigningAlg::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    _ => &sig::RSA_PKCS1_2048_8192_SHA256,
+                };
+                let parsed = RsaPublicKeyComponents { n, e: e.as_slice() }
+                    .to_parsed_public_key(params)
+                    .map_err(|_| KeyError::BadPublicKey("not an RSA public key"))?;
+                let thumb = format!(
+                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                    text("e")?,
+                    text("n")?
+                );
+                (alg, parsed, thumb)
+            }
+            _ => {
+                return Err(KeyError::BadPublicKey(
+                    "supported keys: Ed25519, P-256, RSA",
+                ))
+            }
+        };
+        let alg = stated.unwrap_or(inferred);
+        if alg != inferred && !(alg.is_rsa() && inferred.is_rsa()) {
+            return Err(KeyError::BadPublicKey("alg does not fit the key"));
+        }
+        if want.is_some_and(|w| w != alg) {
+            return Err(KeyError::BadPublicKey("alg does not fit the key"));
+        }
+        let thumbprint = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            thumb_input.as_bytes(),
+        ));
+        let kid = match map.get("kid") {
+            Some(Value::String(k)) if !thumbprint_kid && !k.is_empty() => k.clone(),
+            _ => thumbprint,
+        };
+        let mut public: Map<String, Value> = ["kty", "crv", "x", "y", "n", "e"]
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), map.get(*name)?.clone())))
+            .collect();
+        public.insert("kid".into(), Value::String(kid.clone()));
+        public.insert("alg".into(), Value::String(alg.as_str().into()));
+        public.insert("use".into(), Value::String("sig".into()));
+        Ok(Self {
+            kid,
+            alg,
+            parsed: Arc::new(parsed),
+            jwk: public,
+        })
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -207,27 +439,8 @@ impl VerifyingKey {
     }
 
     /// The public JWK (RFC 7517), with `kid`, `alg` and `use: sig`.
-    pub fn jwk(&self) -> &Jwk {
+    pub fn jwk(&self) -> &Map<String, Value> {
         &self.jwk
-    }
-
-    /// Checks the signature with this key's algorithm and nothing else, and
-    /// returns the payload as a JSON object. Claims are checked by the caller.
-    pub fn verify_signature(&self, token: &str) -> Result<Map<String, Value>, JwsError> {
-        let mut validation = Validation::new(self.alg.jwt());
-        validation.algorithms = vec![self.alg.jwt()];
-        validation.required_spec_claims = HashSet::new();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => JwsError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwsError::AlgorithmMismatch,
-                _ => JwsError::Malformed("the payload is not a JSON object"),
-            })
     }
 }
 
@@ -240,8 +453,8 @@ pub enum JwsError {
     ForbiddenHeader(String),
     #[error("the token header marks `crit` extensions, none of which this issuer understands")]
     Critical,
-    #[error("the token type must be at+jwt")]
-    WrongType,
+    #[error("the token type must be {0}")]
+    WrongType(&'static str),
     #[error("the token was not signed by a key of this issuer")]
     UnknownKey,
     #[error("the token's algorithm does not match its key")]
@@ -250,51 +463,125 @@ pub enum JwsError {
     BadSignature,
 }
 
-/// The header fields we accept, read before any signature check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenHeader {
-    pub alg: String,
-    pub kid: String,
+/// The header rules of one JWT profile.
+#[derive(Debug)]
+pub struct Profile {
+    /// Accepted `typ` values, lower case (compared case-insensitively).
+    pub typ: &'static [&'static str],
+    /// Named in errors: the `typ` a token of this profile carries.
+    pub typ_name: &'static str,
+    /// Whether `typ` must be present.
+    pub typ_required: bool,
+    /// Whether `kid` must be present.
+    pub kid_required: bool,
 }
 
-/// Parses the protected header strictly: exactly `alg`, `typ` and `kid`.
-pub fn parse_header(token: &str) -> Result<TokenHeader, JwsError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(JwsError::Malformed("token too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwsError::Malformed("a JWS compact token has three parts"));
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| JwsError::Malformed("the header is not base64url"))?;
-    let map: Map<String, Value> = serde_json::from_slice(&bytes)
-        .map_err(|_| JwsError::Malformed("the header is not a JSON object"))?;
-    for name in map.keys() {
-        match name.as_str() {
-            "alg" | "typ" | "kid" => {}
-            "crit" => return Err(JwsError::Critical),
-            other => return Err(JwsError::ForbiddenHeader(sanitize(other))),
+/// Our access tokens: exactly `alg`, `typ: at+jwt` and `kid`.
+pub const ACCESS_TOKEN: Profile = Profile {
+    typ: &[TOKEN_TYPE, "application/at+jwt"],
+    typ_name: TOKEN_TYPE,
+    typ_required: true,
+    kid_required: true,
+};
+
+/// Client assertions (RFC 7523): `typ` absent or `JWT`, `kid` optional.
+/// `at+jwt` is refused, so none of our access tokens can pass as one.
+pub const CLIENT_ASSERTION: Profile = Profile {
+    typ: &["jwt"],
+    typ_name: "JWT",
+    typ_required: false,
+    kid_required: false,
+};
+
+/// A compact JWS whose header passed its profile; nothing is trusted yet.
+#[derive(Debug)]
+pub struct Jws<'a> {
+    /// `None` when the header names an algorithm we never use (`none`,
+    /// `HS256`, …): no key matches it.
+    pub alg: Option<SigningAlg>,
+    pub kid: Option<String>,
+    signing_input: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// Splits `token` and checks its protected header against `profile`:
+    /// only `alg`, `typ` and `kid`, `crit` refused, string types.
+    pub fn parse(token: &'a str, profile: &Profile) -> Result<Self, JwsError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwsError::Malformed("token too long"));
         }
+        let mut parts = token.splitn(4, '.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwsError::Malformed("a JWS compact token has three parts"));
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| JwsError::Malformed("the header is not base64url"))?;
+        let map: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| JwsError::Malformed("the header is not a JSON object"))?;
+        for name in map.keys() {
+            match name.as_str() {
+                "alg" | "typ" | "kid" => {}
+                "crit" => return Err(JwsError::Critical),
+                other => return Err(JwsError::ForbiddenHeader(sanitize(other))),
+            }
+        }
+        match map.get("typ") {
+            None if !profile.typ_required => {}
+            Some(Value::String(typ)) if profile.typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) => {
+            }
+            _ => return Err(JwsError::WrongType(profile.typ_name)),
+        }
+        let Some(Value::String(alg)) = map.get("alg") else {
+            return Err(JwsError::Malformed("the header needs a string `alg`"));
+        };
+        let kid = match map.get("kid") {
+            Some(Value::String(kid)) => Some(kid.clone()),
+            None if !profile.kid_required => None,
+            _ => return Err(JwsError::Malformed("the header needs a string `kid`")),
+        };
+        Ok(Self {
+            alg: SigningAlg::parse(alg),
+            kid,
+            signing_input: &token[..header.len() + 1 + payload.len()],
+            payload,
+            signature,
+        })
     }
-    let typ = map.get("typ").and_then(Value::as_str).unwrap_or_default();
-    let typ = typ.to_ascii_lowercase();
-    if typ != TOKEN_TYPE && typ != "application/at+jwt" {
-        return Err(JwsError::WrongType);
+
+    /// Checks the signature with `key` (whose algorithm the header must
+    /// name) and returns the payload as a JSON object. Claims are checked
+    /// by the caller.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<Map<String, Value>, JwsError> {
+        if self.alg != Some(key.alg) {
+            return Err(JwsError::AlgorithmMismatch);
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(self.signature)
+            .map_err(|_| JwsError::BadSignature)?;
+        key.parsed
+            .verify_sig(self.signing_input.as_bytes(), &signature)
+            .map_err(|_| JwsError::BadSignature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .map_err(|_| JwsError::Malformed("the payload is not base64url"))?;
+        serde_json::from_slice(&payload)
+            .map_err(|_| JwsError::Malformed("the payload is not a JSON object"))
     }
-    let (Some(Value::String(alg)), Some(Value::String(kid))) = (map.get("alg"), map.get("kid"))
-    else {
-        return Err(JwsError::Malformed(
-            "the header needs string `alg` and `kid`",
-        ));
-    };
-    Ok(TokenHeader {
-        alg: alg.clone(),
-        kid: kid.clone(),
-    })
+}
+
+/// Reads the payload of a JWS without checking anything: only to find the
+/// key that will check it (a client assertion's `iss`).
+pub fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
 /// Header names come from the caller; echo only a short, printable form.
@@ -314,71 +601,124 @@ mod tests {
     }
 
     fn with_header(h: Value) -> String {
-        format!("{}.{}.sig", b64(&h), b64(&serde_json::json!({})))
+        format!("{}.{}.sig", b64(&h), b64(&json!({})))
+    }
+
+    fn parse(token: &str) -> Result<Jws<'_>, JwsError> {
+        Jws::parse(token, &ACCESS_TOKEN)
     }
 
     #[test]
     fn every_algorithm_signs_and_verifies_and_kid_is_a_thumbprint() {
         for alg in SigningAlg::ALL {
-            let (key, der) = SigningKey::generate(alg).expect("generate");
-            let token = key.sign(&serde_json::json!({"a": 1})).expect("sign");
-            let header = parse_header(&token).expect("header");
-            assert_eq!(header.alg, alg.as_str());
-            assert_eq!(header.kid, key.kid());
+            let generated = SigningKey::generate(alg, 2048).expect("generate");
+            let key = &generated.key;
+            let token = key.sign(&json!({"a": 1})).expect("sign");
+            let jws = parse(&token).expect("header");
+            assert_eq!(jws.alg, Some(alg));
+            assert_eq!(jws.kid.as_deref(), Some(key.kid()));
             // RFC 7638 SHA-256 thumbprint, base64url: 43 characters.
             assert_eq!(key.kid().len(), 43);
-            let claims = key
-                .verifying_key()
-                .verify_signature(&token)
-                .expect("verify");
+            let claims = jws.verify(key.verifying_key()).expect("verify");
             assert_eq!(claims["a"], 1);
-            let again = SigningKey::from_pkcs8(alg, &der).expect("reload");
+            let again = SigningKey::from_pkcs8(alg, &generated.pkcs8).expect("reload");
             assert_eq!(again.kid(), key.kid());
+            // The published JWK round-trips to the same key and kid.
+            let jwk = Value::Object(key.verifying_key().jwk().clone());
+            let public = VerifyingKey::from_jwk(&jwk).expect("jwk");
+            assert_eq!(public.kid(), key.kid());
+            assert_eq!(public.alg(), alg);
+            assert!(jws.verify(&public).is_ok());
         }
     }
 
     #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        // RFC 7638 §3.1: the example RSA key and its thumbprint.
+        let jwk = json!({"kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB"});
+        let key = VerifyingKey::from_jwk(&jwk).expect("rsa jwk");
+        assert_eq!(key.kid(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(key.alg(), SigningAlg::RS256);
+    }
+
+    #[test]
     fn a_key_refuses_tokens_of_another_algorithm_or_key() {
-        let (ed, _) = SigningKey::generate(SigningAlg::EdDSA).expect("generate");
-        let (ed2, _) = SigningKey::generate(SigningAlg::EdDSA).expect("generate");
-        let (es, _) = SigningKey::generate(SigningAlg::ES256).expect("generate");
-        let token = es.sign(&serde_json::json!({})).expect("sign");
+        let ed = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("generate")
+            .key;
+        let ed2 = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("generate")
+            .key;
+        let es = SigningKey::generate(SigningAlg::ES256, 2048)
+            .expect("generate")
+            .key;
+        let token = es.sign(&json!({})).expect("sign");
         assert_eq!(
-            ed.verifying_key().verify_signature(&token),
+            parse(&token).and_then(|j| j.verify(ed.verifying_key())),
             Err(JwsError::AlgorithmMismatch)
         );
-        let token = ed2.sign(&serde_json::json!({})).expect("sign");
+        let token = ed2.sign(&json!({})).expect("sign");
         assert_eq!(
-            ed.verifying_key().verify_signature(&token),
+            parse(&token).and_then(|j| j.verify(ed.verifying_key())),
             Err(JwsError::BadSignature)
+        );
+        // RS256 and PS256 share a key type, never a key.
+        let rs = SigningKey::generate(SigningAlg::RS256, 2048)
+            .expect("generate")
+            .key;
+        let mut jwk = rs.verifying_key().jwk().clone();
+        jwk.insert("alg".into(), "PS256".into());
+        let as_pss = VerifyingKey::from_jwk(&Value::Object(jwk)).expect("pss view");
+        let token = rs.sign(&json!({})).expect("sign");
+        assert_eq!(
+            parse(&token).and_then(|j| j.verify(&as_pss)),
+            Err(JwsError::AlgorithmMismatch)
         );
     }
 
     #[test]
     fn header_must_be_exactly_alg_typ_kid() {
-        let ok = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
-        assert!(parse_header(&with_header(ok)).is_ok());
+        let ok = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        assert!(parse(&with_header(ok)).is_ok());
         for name in ["jku", "x5u", "x5c", "jwk", "x5t", "cty"] {
-            let h = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", name: "x"});
+            let h = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", name: "x"});
             assert_eq!(
-                parse_header(&with_header(h)),
+                parse(&with_header(h)).map(|_| ()),
                 Err(JwsError::ForbiddenHeader(name.to_owned()))
             );
         }
-        let crit =
-            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", "crit": ["exp"]});
-        assert_eq!(parse_header(&with_header(crit)), Err(JwsError::Critical));
+        let crit = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k", "crit": ["exp"]});
+        assert_eq!(
+            parse(&with_header(crit)).map(|_| ()),
+            Err(JwsError::Critical)
+        );
         for typ in [Value::from("JWT"), Value::Null, Value::from(1)] {
-            let h = serde_json::json!({"alg": "EdDSA", "typ": typ, "kid": "k"});
-            assert_eq!(parse_header(&with_header(h)), Err(JwsError::WrongType));
+            let h = json!({"alg": "EdDSA", "typ": typ, "kid": "k"});
+            assert_eq!(
+                parse(&with_header(h)).map(|_| ()),
+                Err(JwsError::WrongType(TOKEN_TYPE))
+            );
         }
-        let no_typ = serde_json::json!({"alg": "EdDSA", "kid": "k"});
-        assert_eq!(parse_header(&with_header(no_typ)), Err(JwsError::WrongType));
-        let no_kid = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt"});
+        let no_typ = json!({"alg": "EdDSA", "kid": "k"});
+        assert_eq!(
+            parse(&with_header(no_typ)).map(|_| ()),
+            Err(JwsError::WrongType(TOKEN_TYPE))
+        );
+        let no_kid = json!({"alg": "EdDSA", "typ": "at+jwt"});
         assert!(matches!(
-            parse_header(&with_header(no_kid)),
+            parse(&with_header(no_kid)),
             Err(JwsError::Malformed(_))
         ));
+        // The assertion profile: typ JWT or none, kid optional, at+jwt refused.
+        let plain = json!({"alg": "EdDSA"});
+        assert!(Jws::parse(&with_header(plain), &CLIENT_ASSERTION).is_ok());
+        let at = json!({"alg": "EdDSA", "typ": "at+jwt"});
+        assert_eq!(
+            Jws::parse(&with_header(at), &CLIENT_ASSERTION).map(|_| ()),
+            Err(JwsError::WrongType("JWT"))
+        );
     }
 
     #[test]
@@ -392,10 +732,21 @@ mod tests {
             "!!!.b.c",
             &"a".repeat(9000),
         ] {
-            assert!(
-                matches!(parse_header(t), Err(JwsError::Malformed(_))),
-                "{t:?}"
-            );
+            assert!(matches!(parse(t), Err(JwsError::Malformed(_))), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn private_symmetric_and_weak_keys_are_refused() {
+        for jwk in [
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}),
+            json!({"kty":"oct","k":"c2VjcmV0"}),
+            json!({"kty":"RSA","n":"AQAB","e":"AQAB"}),
+            json!({"kty":"OKP","crv":"X25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"ES256"}),
+            json!("not an object"),
+        ] {
+            assert!(VerifyingKey::from_jwk(&jwk).is_err(), "{jwk}");
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod claims;
 pub mod clock;
 pub mod issue;
 pub mod jws;
+pub mod jwt;
 pub mod policy;
 pub mod types;
 pub mod verify;

@@ -3,10 +3,11 @@
 //! This is the stateless part. Revocation and single-use consumption need the
 //! store and are applied by the caller after these checks pass.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::claims::{AccessClaims, Actor};
-use super::jws::{parse_header, JwsError, SigningAlg, VerifyingKey};
+use super::jws::{Jws, JwsError, VerifyingKey, ACCESS_TOKEN};
+use super::jwt::{check_times, ClaimError, Claims, TimeError};
 use super::policy::{normalize_method, normalize_url};
 use super::types::{Audience, Scope};
 
@@ -33,6 +34,9 @@ pub struct Expectation {
     pub url: Option<String>,
     /// Leave `htm`/`htu` unchecked (introspection: the caller compares).
     pub skip_binding: bool,
+    /// Accept an expired token (revocation by token: signature, issuer and
+    /// the other claims must still hold).
+    pub ignore_expiry: bool,
 }
 
 /// Why a token was refused. Every message is safe to send to the caller.
@@ -74,14 +78,12 @@ pub fn verify(
     expect: &Expectation,
     now: u64,
 ) -> Result<AccessClaims, VerifyError> {
-    let header = parse_header(token)?;
-    let key = keys.find(&header.kid).ok_or(JwsError::UnknownKey)?;
+    let jws = Jws::parse(token, &ACCESS_TOKEN)?;
+    let kid = jws.kid.as_deref().unwrap_or_default();
+    let key = keys.find(kid).ok_or(JwsError::UnknownKey)?;
     // The key pins the algorithm; the header may only agree with it.
-    if SigningAlg::parse(&header.alg) != Some(key.alg()) {
-        return Err(JwsError::AlgorithmMismatch.into());
-    }
-    let map = key.verify_signature(token)?;
-    let claims = read_claims(&map)?;
+    let map = jws.verify(key)?;
+    let claims = read_claims(&Claims(&map))?;
     check_claims(&claims, rules, expect, now)?;
     Ok(claims)
 }
@@ -95,14 +97,19 @@ fn check_claims(
     if claims.iss != rules.issuer {
         return Err(VerifyError::WrongIssuer);
     }
-    if now >= claims.exp.saturating_add(rules.leeway) {
-        return Err(VerifyError::Expired);
-    }
-    if now.saturating_add(rules.leeway) < claims.nbf {
-        return Err(VerifyError::NotYetValid);
-    }
-    if now.saturating_add(rules.leeway) < claims.iat {
-        return Err(VerifyError::IssuedInFuture);
+    let times = check_times(
+        claims.exp,
+        Some(claims.nbf),
+        Some(claims.iat),
+        rules.leeway,
+        now,
+    );
+    match times {
+        Ok(()) | Err(TimeError::Expired) if expect.ignore_expiry => {}
+        Ok(()) => {}
+        Err(TimeError::Expired) => return Err(VerifyError::Expired),
+        Err(TimeError::NotYetValid) => return Err(VerifyError::NotYetValid),
+        Err(TimeError::IssuedInFuture) => return Err(VerifyError::IssuedInFuture),
     }
     if let Some(aud) = &expect.audience {
         if claims.aud != aud.as_str() {
@@ -132,36 +139,32 @@ fn check_claims(
     Ok(())
 }
 
-/// Reads the claims with their exact JSON types: a string where a number
-/// belongs (CVE-2026-25537's class of bug) is an error, not a skipped check.
-fn read_claims(map: &Map<String, Value>) -> Result<AccessClaims, VerifyError> {
+impl From<ClaimError> for VerifyError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Missing(name) => VerifyError::MissingClaim(name),
+            ClaimError::WrongType(name) => VerifyError::WrongClaimType(name),
+        }
+    }
+}
+
+/// Reads the claims with their exact JSON types.
+fn read_claims(c: &Claims<'_>) -> Result<AccessClaims, VerifyError> {
+    let owned = |s: Option<&str>| s.map(str::to_owned);
     Ok(AccessClaims {
-        iss: string(map, "iss")?,
-        sub: string(map, "sub")?,
-        aud: audience(map)?,
-        exp: number(map, "exp")?,
-        iat: number(map, "iat")?,
-        nbf: match map.get("nbf") {
-            None => 0,
-            Some(_) => number(map, "nbf")?,
-        },
-        jti: string(map, "jti").and_then(|j| {
-            if j.is_empty() {
-                Err(VerifyError::WrongClaimType("jti"))
-            } else {
-                Ok(j)
-            }
-        })?,
-        client_id: string(map, "client_id")?,
-        scope: optional_string(map, "scope")?,
-        once: match map.get("once") {
-            None => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => return Err(VerifyError::WrongClaimType("once")),
-        },
-        htm: optional_string(map, "htm")?,
-        htu: optional_string(map, "htu")?,
-        act: match map.get("act") {
+        iss: c.str("iss")?.to_owned(),
+        sub: c.str("sub")?.to_owned(),
+        aud: c.single_audience()?.to_owned(),
+        exp: c.number("exp")?,
+        iat: c.number("iat")?,
+        nbf: c.opt_number("nbf")?.unwrap_or(0),
+        jti: c.non_empty_str("jti")?.to_owned(),
+        client_id: c.str("client_id")?.to_owned(),
+        scope: owned(c.opt_str("scope")?),
+        once: c.opt_bool("once")?,
+        htm: owned(c.opt_str("htm")?),
+        htu: owned(c.opt_str("htu")?),
+        act: match c.0.get("act") {
             None => None,
             Some(value) => Some(actor(value, 0)?),
         },
@@ -190,43 +193,6 @@ fn actor(value: &Value, depth: usize) -> Result<Actor, VerifyError> {
     })
 }
 
-fn string(map: &Map<String, Value>, name: &'static str) -> Result<String, VerifyError> {
-    optional_string(map, name)?.ok_or(VerifyError::MissingClaim(name))
-}
-
-fn optional_string(
-    map: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<String>, VerifyError> {
-    match map.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(VerifyError::WrongClaimType(name)),
-    }
-}
-
-fn number(map: &Map<String, Value>, name: &'static str) -> Result<u64, VerifyError> {
-    match map.get(name) {
-        None => Err(VerifyError::MissingClaim(name)),
-        Some(Value::Number(n)) => n.as_u64().ok_or(VerifyError::WrongClaimType(name)),
-        Some(_) => Err(VerifyError::WrongClaimType(name)),
-    }
-}
-
-/// We issue a single audience string; an array with exactly one entry is
-/// accepted too, since RFC 7519 allows it and it means the same.
-fn audience(map: &Map<String, Value>) -> Result<String, VerifyError> {
-    match map.get("aud") {
-        None => Err(VerifyError::MissingClaim("aud")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(items)) => match items.as_slice() {
-            [Value::String(s)] => Ok(s.clone()),
-            _ => Err(VerifyError::WrongClaimType("aud")),
-        },
-        Some(_) => Err(VerifyError::WrongClaimType("aud")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -238,7 +204,7 @@ mod tests {
     use crate::token::clock::testing::{CountingRandom, FixedClock};
     use crate::token::clock::Clock;
     use crate::token::issue::{claims_for, sign};
-    use crate::token::jws::SigningKey;
+    use crate::token::jws::{SigningAlg, SigningKey};
     use crate::token::policy::{Binding, Grant};
     use crate::token::types::{ClientId, Ttl};
 
@@ -261,7 +227,9 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let (key, _) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
+        let key = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("key")
+            .key;
         let keys = Keys(HashMap::from([(
             key.kid().to_owned(),
             key.verifying_key().clone(),
@@ -460,7 +428,9 @@ mod tests {
             f.check(&forged, &expect_ledger()),
             Err(VerifyError::Jws(JwsError::BadSignature))
         );
-        let (other, _) = SigningKey::generate(SigningAlg::EdDSA).expect("key");
+        let other = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("key")
+            .key;
         let foreign = other.sign(&serde_json::json!({"iss": ISS})).expect("sign");
         assert_eq!(
             f.check(&foreign, &expect_ledger()),

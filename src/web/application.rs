@@ -18,6 +18,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub clients: Clients,
     pub tokens: Arc<TokenService>,
+    /// The key ring, for readiness (the key set itself is in `tokens`).
+    pub keys: Arc<crate::services::keys::KeyRing>,
     pub rate_limits: Arc<RateLimits>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }

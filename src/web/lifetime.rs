@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::services::clients::Clients;
-use crate::services::keys::{create_private_dir, KeySet};
+use crate::services::keys::{create_private_dir, KeyRing, KeySet, KeysError, RingPolicy};
 use crate::services::ratelimit::RateLimits;
 use crate::services::store::StoreHandle;
 use crate::services::tokens::{ServiceRules, TokenService};
@@ -45,14 +45,15 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
     }
     create_private_dir(&settings.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let keys = Arc::new(KeySet::load_or_create(&settings, clock.now())?);
-    tracing::info!(kid = keys.active().kid(), alg = %keys.active().alg(), keys = keys.info().len(), "signing keys loaded");
     let clients = Clients::open(&settings.clients_file)?;
     let store = StoreHandle::open(&settings).await?;
     if let Err(e) = store.ping().await {
         // Not fatal: the service starts not-ready and recovers by itself.
         tracing::warn!(store = store.kind(), error = %e, "store not reachable yet");
     }
+    let ring = Arc::new(KeyRing::open(&settings, Some(&store)));
+    let keys = Arc::new(open_ring(&ring, &settings, &clients, clock.as_ref()).await?);
+    tracing::info!(kid = keys.active().kid(), alg = %keys.active().alg(), keys = keys.info().len(), at = %ring.describe(), "signing keys loaded");
     let tokens = Arc::new(TokenService::new(
         keys,
         clients.clone(),
@@ -82,52 +83,13 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             let _ = tokio::task::spawn_blocking(move || clients.reload_if_changed()).await;
         }
     }));
-    // Keys: pick up `auth-jit keys rotate` (and a next key's time coming)
-    // without a restart.
-    let key_settings = settings.clone();
-    let key_service = Arc::clone(&tokens);
-    let key_clock = clock.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last_error = String::new();
-        loop {
-            tick.tick().await;
-            let settings = key_settings.clone();
-            let now = key_clock.now();
-            let loaded = tokio::task::spawn_blocking(move || KeySet::load(&settings, now)).await;
-            match loaded {
-                Ok(Ok(keys)) => {
-                    last_error.clear();
-                    let current = key_service.keys();
-                    if keys.differs_from(&current) {
-                        let active = keys.active().kid().to_owned();
-                        let previous = key_service.replace_keys(keys);
-                        if previous.active().kid() != active {
-                            tracing::info!(
-                                target: crate::services::telemetry::AUDIT,
-                                event = "key_activated",
-                                outcome = "success",
-                                kid = %active,
-                                previous = previous.active().kid(),
-                                "a new signing key is active"
-                            );
-                        } else {
-                            tracing::info!("published signing keys changed");
-                        }
-                    }
-                }
-                // A broken file keeps the current keys (trust is not widened).
-                Ok(Err(e)) => {
-                    let message = e.to_string();
-                    if message != last_error {
-                        tracing::error!(error = %message, "keys directory unreadable; keeping the loaded keys");
-                        last_error = message;
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    }));
+    tasks.push(tokio::spawn(watch_keys(
+        Arc::clone(&ring),
+        settings.clone(),
+        clients.clone(),
+        Arc::clone(&tokens),
+        clock.clone(),
+    )));
     let purged = store.clone();
     let purge_clock = clock.clone();
     tasks.push(tokio::spawn(async move {
@@ -147,11 +109,114 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             settings: Arc::new(settings),
             clients,
             tokens,
+            keys: ring,
             rate_limits,
             metrics: crate::services::metrics::install(),
         },
         tasks,
     })
+}
+
+/// Opens the key ring: imports an existing keys directory into an empty
+/// shared ring, creates the first key of every algorithm in use, and loads
+/// the set. A shared ring that cannot be read yet (Redis still starting) is
+/// retried for a while: without keys the service can do nothing.
+async fn open_ring(
+    ring: &KeyRing,
+    settings: &Settings,
+    clients: &Clients,
+    clock: &dyn Clock,
+) -> anyhow::Result<KeySet> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut imported = false;
+    loop {
+        let now = clock.now();
+        let policy = RingPolicy::new(settings, clients.audience_algs());
+        let attempt = async {
+            if !imported {
+                let n = ring.import_dir(settings, now).await?;
+                if n > 0 {
+                    tracing::info!(
+                        target: crate::services::telemetry::AUDIT,
+                        event = "keys_imported",
+                        outcome = "success",
+                        keys = n,
+                        "keys directory imported into the shared key ring"
+                    );
+                }
+                imported = true;
+            }
+            ring.ensure(&policy, now).await?;
+            ring.key_set(&policy, now).await
+        };
+        match attempt.await {
+            Ok(keys) => return Ok(keys),
+            Err(e @ (KeysError::Store(_) | KeysError::Contended))
+                if std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "key ring not readable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("signing keys in {}: {e}", ring.describe()),
+        }
+    }
+}
+
+/// Every second: schedules rotation and creates missing keys (one instance
+/// of the fleet wins each change), then installs the key set when what it
+/// signs with or publishes changed. A ring that cannot be read keeps the
+/// last good set; readiness reports it.
+async fn watch_keys(
+    ring: Arc<KeyRing>,
+    settings: Settings,
+    clients: Clients,
+    tokens: Arc<TokenService>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        let now = clock.now();
+        let policy = RingPolicy::new(&settings, clients.audience_algs());
+        let result = match ring.maintain(&policy, now).await {
+            Ok(_) => ring.key_set(&policy, now).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(keys) => {
+                last_error.clear();
+                let current = tokens.keys();
+                if keys.differs_from(&current) {
+                    let previous = tokens.replace_keys(keys);
+                    let installed = tokens.keys();
+                    for alg in &policy.in_use {
+                        let new = installed.active_for(*alg).map(|k| k.kid().to_owned());
+                        let old = previous.active_for(*alg).map(|k| k.kid().to_owned());
+                        if let (Some(new), true) = (&new, new != old) {
+                            tracing::info!(
+                                target: crate::services::telemetry::AUDIT,
+                                event = "key_activated",
+                                outcome = "success",
+                                kid = %new,
+                                alg = %alg,
+                                previous = old.as_deref().unwrap_or(""),
+                                "a new signing key is active"
+                            );
+                        }
+                    }
+                }
+            }
+            // Trust is never widened by a broken ring: the last good set stays.
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    tracing::error!(error = %message, "key ring unreadable; keeping the loaded keys");
+                    last_error = message;
+                }
+            }
+        }
+    }
 }
 
 /// Runs the server on `AUTH_JIT_HOST:AUTH_JIT_PORT` until SIGTERM or SIGINT.

@@ -13,11 +13,20 @@ docker/Dockerfile, docker/docker-compose.yml and its overlays
 docker/docker-compose.dev.yml and docker/docker-compose.otlp.yml,
 docker/otel-collector.yaml, .env.example and .dockerignore.
 
+Besides the wiring (stages, ports, volumes, healthchecks, OTLP), it knows
+one rule of the server: a service whose AUTH_JIT_STORE_URL is redis:// or
+rediss:// must set AUTH_JIT_KEY_ENCRYPTION_KEY as a required interpolation
+`${VAR:?message}` (never a literal or a default: a key in a committed file
+is a leaked secret) or AUTH_JIT_KEY_ENCRYPTION_KEY_FILE naming a file that a
+secret or volume of the service provides; without it the server refuses to
+start, because the signing key ring in Redis is encrypted with that key.
+
 Prints one line per check, `ok: ...` or `FAIL: ...`, and exits 1 if any
 check failed (2 on a usage error). `--self-test` runs every check on
 deliberately broken copies of those files in a temporary directory and
-exits 0 only if the intact copy passes and every broken copy is caught by
-the check meant to catch it.
+exits 0 only if the intact copy passes, every broken copy is caught by
+the check meant to catch it, and a few other correct ways of writing the
+files (VARIANTS) still pass.
 
 Needs PyYAML (tested with PyYAML==6.0.3).
 """
@@ -85,6 +94,13 @@ KNOWN_UIDS = {"nonroot": "65532", "root": "0"}
 DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # What .dockerignore must keep out of the build context.
 MUST_IGNORE = ["target", ".git", ".env", "data"]
+# With a Redis store the signing key ring lives in Redis, encrypted with the
+# key-encryption key: the server refuses to start without one of these.
+STORE_VAR = "AUTH_JIT_STORE_URL"
+REDIS_SCHEMES = ("redis", "rediss")
+KEK_VAR = "AUTH_JIT_KEY_ENCRYPTION_KEY"
+KEK_FILE_VAR = "AUTH_JIT_KEY_ENCRYPTION_KEY_FILE"
+SECRETS_DIR = "/run/secrets"
 
 
 class Report:
@@ -567,6 +583,50 @@ def resolve(value) -> str | None:
     return INTERPOLATION_RE.sub(sub, text).replace("\0", "$")
 
 
+REQUIRED_RE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}$")
+
+
+def secret_value_problem(name: str, value: str | None) -> str | None:
+    """Why a compose value for a secret setting is wrong, or None when it is
+    one required interpolation `${VAR:?message}`: then compose stops when VAR
+    is unset or empty, and the value itself is never in a committed file."""
+    fix = f"use {name}: ${{{name}:?message}} and put the value in .env or the shell"
+    if value is None:
+        return f"{name} is passed through without a value: compose does not stop when it is unset ({fix})"
+    text = str(value).strip()
+    if REQUIRED_RE.match(text):
+        return None
+    if not text:
+        return f"{name} is empty ({fix})"
+    found = list(INTERPOLATION_RE.finditer(text.replace("$$", "\0\0")))
+    if not found:
+        return f"{name} is a literal value: a key written in a committed file is a leaked secret ({fix})"
+    if len(found) > 1 or found[0].span() != (0, len(text)):
+        return f"{name}={text!r} is not a single ${{VAR:?message}} interpolation (partly literal) ({fix})"
+    operator = found[0].group(2)
+    if operator in (":-", "-"):
+        return f"{name} has a default (`{operator}`): the default is a key in a committed file (a leaked secret) and compose does not stop when the variable is unset ({fix})"
+    if operator == "?":
+        return f"{name} uses `?`, which accepts an empty value: compose does not stop and the server refuses to start (`:?` rejects both) ({fix})"
+    return f"{name}={text!r} is not required: unset, compose substitutes an empty string and the server refuses to start ({fix})"
+
+
+def secret_mounts(service: dict) -> dict[str, str]:
+    """{path in the container: secret name} of a service's `secrets`."""
+    out = {}
+    for entry in service.get("secrets") or []:
+        if isinstance(entry, dict):
+            source = str(entry.get("source") or "")
+            target = str(entry.get("target") or source)
+        else:
+            source = target = str(entry)
+        if not source:
+            continue
+        path = target if target.startswith("/") else f"{SECRETS_DIR}/{target}"
+        out[os.path.normpath(path)] = source
+    return out
+
+
 def parse_ports(entries) -> list[tuple[str | None, str, object]]:
     """(published, target, raw) of each `ports` entry."""
     out = []
@@ -1009,6 +1069,8 @@ class Checker:
                 if isinstance(spec, dict) and spec.get("file"):
                     r.check(self.exists(spec["file"]), f"{tag} {top} {cname}: {spec['file']} exists",
                             f"{tag} {top} {cname}: {spec['file']} does not exist relative to the project directory")
+        for name, service in services.items():
+            self.check_key_encryption(f"{tag} service {name}", service, merged)
         if APP_SERVICE not in services:
             r.fail(f"{tag}: no {APP_SERVICE} service")
             return
@@ -1019,6 +1081,70 @@ class Checker:
             self.check_base(tag, services)
         if COMPOSE_DEV in files:
             self.check_dev(tag, services)
+
+    def check_key_encryption(self, where: str, service: dict, merged: dict) -> None:
+        """A Redis store needs the key-encryption key (the key ring lives in
+        Redis, encrypted with it): AUTH_JIT_KEY_ENCRYPTION_KEY as a required
+        `${VAR:?message}` interpolation, or AUTH_JIT_KEY_ENCRYPTION_KEY_FILE
+        naming a file a secret or volume of the service provides. A key
+        written in a compose file or baked into the image is a leaked secret,
+        whatever the store."""
+        r = self.report
+        stage = None
+        if "build" in service:
+            stage = self.stage(norm_build(service["build"]).get("target"))
+        stage_env = stage.env() if stage else {}
+        env = norm_environment(service.get("environment"))
+        if stage_env.get(KEK_VAR):
+            r.fail(f"{where}: stage {stage.label} bakes {KEK_VAR} into the image with ENV: a leaked secret")
+        store = resolve(env[STORE_VAR]) if env.get(STORE_VAR) is not None else stage_env.get(STORE_VAR)
+        scheme = urlsplit(store or "").scheme.lower()
+        redis = scheme in REDIS_SCHEMES
+        has_key, has_file = KEK_VAR in env, KEK_FILE_VAR in env
+        if not (has_key or has_file):
+            if redis:
+                r.fail(f"{where}: {STORE_VAR} is {scheme}:// but the service sets neither {KEK_VAR} nor {KEK_FILE_VAR}: "
+                       f"the server refuses to start (the key ring in Redis is encrypted with it)")
+            return
+        if has_key and has_file:
+            r.fail(f"{where}: sets both {KEK_VAR} and {KEK_FILE_VAR}; the server accepts only one")
+            return
+        if has_key:
+            problem = secret_value_problem(KEK_VAR, env[KEK_VAR])
+            r.check(problem is None,
+                    f"{where}: {KEK_VAR} is a required ${{...:?}} interpolation (from .env or the shell)"
+                    + (f" for the {scheme}:// store" if redis else ""),
+                    f"{where}: {problem}")
+            return
+        raw = env[KEK_FILE_VAR]
+        path = resolve(raw) if raw is not None else None
+        if not path:
+            if raw is not None and REQUIRED_RE.match(str(raw).strip()):
+                r.note(f"{where}: {KEK_FILE_VAR} comes from .env or the shell; the file it names is not checked")
+                return
+            r.fail(f"{where}: {KEK_FILE_VAR} is empty (or only set by the shell without being required)"
+                   + (": the server refuses to start with the Redis store" if redis else ""))
+            return
+        if not path.startswith("/"):
+            r.fail(f"{where}: {KEK_FILE_VAR}={path} is not an absolute path in the container")
+            return
+        path = os.path.normpath(path)
+        secret = secret_mounts(service).get(path)
+        if secret is not None:
+            declared = (merged.get("secrets") or {})
+            spec = declared.get(secret)
+            r.check(isinstance(spec, dict) and any(spec.get(k) for k in ("file", "environment", "external", "name")),
+                    f"{where}: {KEK_FILE_VAR}={path} is provided by secret {secret}",
+                    f"{where}: {KEK_FILE_VAR}={path} uses secret {secret!r}, which is not declared under top-level secrets with a file or environment")
+            return
+        for entry in service.get("volumes") or []:
+            volume = parse_volume(entry)
+            target = os.path.normpath(str(volume["target"] or "")) if volume["target"] else ""
+            if target and (path == target or path.startswith(target.rstrip("/") + "/")):
+                r.ok(f"{where}: {KEK_FILE_VAR}={path} is provided by the volume mounted at {target}")
+                return
+        r.fail(f"{where}: {KEK_FILE_VAR}={path} is not provided by a secret or volume of the service "
+               f"(secrets at {', '.join(sorted(secret_mounts(service))) or 'none'})")
 
     def has_healthcheck(self, service: dict) -> bool:
         health = service.get("healthcheck")
@@ -1229,6 +1355,15 @@ class Checker:
         r.check(not missing, f"{DOCKERIGNORE}: excludes {', '.join(MUST_IGNORE)}",
                 f"{DOCKERIGNORE}: does not exclude {', '.join(missing)}")
 
+    def check_env_example_secrets(self, text: str) -> None:
+        """.env.example is committed: it documents the key-encryption key
+        but must not hold one."""
+        values = [line.split("=", 1)[1].strip() for line in text.splitlines()
+                  if line.strip().startswith(f"{KEK_VAR}=")]
+        leaked = [v for v in values if v.strip("'\"")]
+        self.report.check(not leaked, f"{ENV_EXAMPLE}: sets no {KEK_VAR} value",
+                          f"{ENV_EXAMPLE}: sets {KEK_VAR} to a value: a key in a committed file is a leaked secret (leave it commented out or empty)")
+
     def check_cli(self) -> None:
         """The subcommands the Docker files use against src/cli.rs, once
         src/cli.rs is new enough to have the `settings` subcommand (whose
@@ -1253,6 +1388,7 @@ class Checker:
             self.report.fail(f"{ENV_EXAMPLE}: file missing")
         else:
             self.check_names(ENV_EXAMPLE, env_example)
+            self.check_env_example_secrets(env_example)
         docs = {}
         for rel in (COMPOSE_BASE, COMPOSE_DEV, COMPOSE_OTLP):
             doc = load_yaml(self.repo, rel, self.report)
@@ -1289,7 +1425,14 @@ def run_checks(repo: str, settings: set[str], out=None) -> Report:
 # --------------------------------------------------------------------------
 # Self-test: broken copies must be caught by the check meant for them.
 
-# (name, file, old text, new text, a substring of the FAIL line expected)
+# The key-encryption key line of the base compose file, and a well-formed
+# key that must never be accepted in a committed file.
+KEK_LINE_RE = re.compile(r"^ *AUTH_JIT_KEY_ENCRYPTION_KEY:.*\n", re.MULTILINE)
+FAKE_KEK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+# (name, file, old text, new text, a substring of the FAIL line expected).
+# `old` may be a compiled regex (its first match is replaced), `new` then a
+# replacement string or function as re.sub takes; `old` None is special.
 MUTATIONS = [
     ("misspelled variable in compose", COMPOSE_BASE, "AUTH_JIT_STORE_URL:", "AUTH_JIT_STORE_URI:", "unknown AUTH_JIT_* variable(s) AUTH_JIT_STORE_URI"),
     ("misspelled variable in Dockerfile ENV", DOCKERFILE, "AUTH_JIT_DATA_DIR=/data\nUSER", "AUTH_JIT_DATADIR=/data\nUSER", "AUTH_JIT_DATADIR"),
@@ -1334,6 +1477,46 @@ MUTATIONS = [
     ("invalid YAML", COMPOSE_OTLP, "services:\n", "services:\n\t", "invalid YAML"),
     ("duplicate YAML key", COMPOSE_BASE, "    restart: unless-stopped\n", "    restart: unless-stopped\n    restart: always\n", "duplicate key"),
     (".dockerignore lets .env in", DOCKERIGNORE, "\n.env\n", "\n", "does not exclude .env"),
+    # The key-encryption key a Redis store needs (the line is found by a regex,
+    # so the wording of its `:?` message may change).
+    ("Redis store without a key-encryption key", COMPOSE_BASE, KEK_LINE_RE, "",
+     "sets neither AUTH_JIT_KEY_ENCRYPTION_KEY nor AUTH_JIT_KEY_ENCRYPTION_KEY_FILE"),
+    ("key-encryption key as a literal", COMPOSE_BASE, KEK_LINE_RE,
+     f"      {KEK_VAR}: {FAKE_KEK}\n", "AUTH_JIT_KEY_ENCRYPTION_KEY is a literal value"),
+    ("key-encryption key with a default", COMPOSE_BASE, "${AUTH_JIT_KEY_ENCRYPTION_KEY:?", "${AUTH_JIT_KEY_ENCRYPTION_KEY:-",
+     "AUTH_JIT_KEY_ENCRYPTION_KEY has a default"),
+    ("key-encryption key not required", COMPOSE_BASE, "${AUTH_JIT_KEY_ENCRYPTION_KEY:?", "${AUTH_JIT_KEY_ENCRYPTION_KEY:+",
+     "AUTH_JIT_KEY_ENCRYPTION_KEY='${AUTH_JIT_KEY_ENCRYPTION_KEY:+"),
+    ("key-encryption key passed through unrequired", COMPOSE_BASE, KEK_LINE_RE, f"      {KEK_VAR}:\n",
+     "AUTH_JIT_KEY_ENCRYPTION_KEY is passed through without a value"),
+    ("key-encryption key file without a secret", COMPOSE_BASE, KEK_LINE_RE,
+     f"      {KEK_FILE_VAR}: {SECRETS_DIR}/auth-jit-kek\n", "is not provided by a secret or volume"),
+    ("key-encryption key and file both set", COMPOSE_BASE, KEK_LINE_RE,
+     lambda m: m.group(0) + f"      {KEK_FILE_VAR}: /data/kek\n", "sets both"),
+    ("key-encryption key overlay literal", COMPOSE_DEV, "      AUTH_JIT_ENVIRONMENT: dev\n",
+     f"      AUTH_JIT_ENVIRONMENT: dev\n      {KEK_VAR}: \"{FAKE_KEK}\"\n",
+     "[compose+dev] service auth-jit: AUTH_JIT_KEY_ENCRYPTION_KEY is a literal value"),
+    ("key-encryption key baked into the image", DOCKERFILE, "AUTH_JIT_DATA_DIR=/data\nUSER",
+     f"AUTH_JIT_DATA_DIR=/data\nENV {KEK_VAR}={FAKE_KEK}\nUSER", "bakes AUTH_JIT_KEY_ENCRYPTION_KEY into the image"),
+    ("key-encryption key in .env.example", ENV_EXAMPLE, "# AUTH_JIT_KEY_ENCRYPTION_KEY=\n",
+     f"{KEK_VAR}={FAKE_KEK}\n", ".env.example: sets AUTH_JIT_KEY_ENCRYPTION_KEY to a value"),
+]
+
+# Changed copies that must still pass: other correct ways to follow a rule.
+# (name, file, [(old, new), ...]) with old and new as in MUTATIONS.
+VARIANTS = [
+    ("key-encryption key from a file provided by a secret", COMPOSE_BASE, [
+        (KEK_LINE_RE, f"      {KEK_FILE_VAR}: {SECRETS_DIR}/auth-jit-kek\n"),
+        ("    volumes:\n      - auth-jit-data:/data\n",
+         "    secrets:\n      - auth-jit-kek\n    volumes:\n      - auth-jit-data:/data\n"),
+        (re.compile(r"\Z"), f"secrets:\n  auth-jit-kek:\n    environment: {KEK_VAR}\n"),
+    ]),
+    ("key-encryption key from a file on a volume", COMPOSE_BASE, [
+        (KEK_LINE_RE, f"      {KEK_FILE_VAR}: /data/kek.b64\n"),
+    ]),
+    ("key-encryption key required under another name", COMPOSE_BASE, [
+        (KEK_LINE_RE, f"      {KEK_VAR}: ${{KEK_BASE64:?set KEK_BASE64}}\n"),
+    ]),
 ]
 
 
@@ -1341,6 +1524,24 @@ def _single_stage(text: str) -> str:
     """Keeps only the last stage, so the Dockerfile has one FROM."""
     index = text.rfind("\nFROM ")
     return text[index + 1 :]
+
+
+def _mutate(original: str, old, new) -> str | None:
+    """`original` with the first `old` replaced by `new`, or None when `old`
+    is not there."""
+    if old is None:
+        return _single_stage(original)
+    if isinstance(old, re.Pattern):
+        if not old.search(original):
+            return None
+        return old.sub(new if callable(new) else new.replace("\\", "\\\\"), original, count=1)
+    if old not in original:
+        return None
+    return original.replace(old, new, 1)
+
+
+def _show(old) -> str:
+    return f"/{old.pattern}/" if isinstance(old, re.Pattern) else repr(old)
 
 
 def self_test(repo: str, settings: set[str]) -> int:
@@ -1380,12 +1581,9 @@ def self_test(repo: str, settings: set[str]) -> int:
             path = os.path.join(copy, rel)
             with open(path, encoding="utf-8") as f:
                 original = f.read()
-            if old is None:
-                mutated = _single_stage(original)
-            elif old in original:
-                mutated = original.replace(old, new, 1)
-            else:
-                say(False, f"{name}: the text to break is no longer in {rel}: {old!r}")
+            mutated = _mutate(original, old, new)
+            if mutated is None:
+                say(False, f"{name}: the text to break is no longer in {rel}: {_show(old)}")
                 continue
             with open(path, "w", encoding="utf-8") as f:
                 f.write(mutated)
@@ -1401,6 +1599,29 @@ def self_test(repo: str, settings: set[str]) -> int:
                 say(False, f"{name}: failed, but not as expected ({expected!r}): {'; '.join(report.failures)}")
             else:
                 say(False, f"{name}: not detected")
+
+        for name, rel, edits in VARIANTS:
+            path = os.path.join(copy, rel)
+            with open(path, encoding="utf-8") as f:
+                original = f.read()
+            mutated = original
+            for old, new in edits:
+                changed = _mutate(mutated, old, new)
+                if changed is None:
+                    break
+                mutated = changed
+            if changed is None:
+                say(False, f"{name}: the text to change is no longer in {rel}: {_show(old)}")
+                continue
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(mutated)
+            try:
+                report = run_checks(copy, settings, out=io.StringIO())
+            finally:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(original)
+            say(report.failed == 0, f"{name}: accepted" if report.failed == 0
+                else f"{name}: rejected: {'; '.join(report.failures)}")
 
         # A settings file without a name the Docker files use.
         fewer = settings - {"AUTH_JIT_OTLP_PROTOCOL"}

@@ -95,10 +95,33 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The version of the shared key ring ("0" before its first key).
+    async fn ring_version(&self) -> Result<String, StoreError> {
+        Err(no_ring())
+    }
+    /// The key ring: its version and every key record (id, JSON).
+    async fn ring_load(&self) -> Result<(String, Vec<(String, String)>), StoreError> {
+        Err(no_ring())
+    }
+    /// Writes `put` and deletes `delete` (record ids) in one atomic step if
+    /// the ring is still at `expected`, moving its version on; `false` if
+    /// another writer changed it first.
+    async fn ring_commit(
+        &self,
+        _expected: &str,
+        _put: &[(String, String)],
+        _delete: &[String],
+    ) -> Result<bool, StoreError> {
+        Err(no_ring())
+    }
     /// A short name for logs and readiness: "embedded" or "redis".
     fn kind(&self) -> &'static str;
     /// Whether every instance sees this store's state.
     fn is_shared(&self) -> bool;
+}
+
+fn no_ring() -> StoreError {
+    StoreError::Unavailable("this store keeps no key ring (keys live in DATA_DIR/keys)".into())
 }
 
 /// The store as the application uses it: a backend plus a time bound.
@@ -233,6 +256,25 @@ impl StoreHandle {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded("ping", self.inner.ping()).await
+    }
+
+    pub async fn ring_version(&self) -> Result<String, StoreError> {
+        self.bounded("ring_version", self.inner.ring_version())
+            .await
+    }
+
+    pub async fn ring_load(&self) -> Result<(String, Vec<(String, String)>), StoreError> {
+        self.bounded("ring_load", self.inner.ring_load()).await
+    }
+
+    pub async fn ring_commit(
+        &self,
+        expected: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<bool, StoreError> {
+        self.bounded("ring_commit", self.inner.ring_commit(expected, put, delete))
+            .await
     }
 }
 

@@ -45,12 +45,33 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
 return n
 ";
 
+/// KEYS: the key ring hash (field `v`: version; `k:<kid>`: one key each).
+/// ARGV: expected version, number of puts, then kid/json pairs, then kids
+/// to delete. One atomic compare-and-set; returns 1 if applied.
+const RING_COMMIT: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v') or '0'
+if v ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[2])
+local i = 3
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('HDEL', KEYS[1], 'k:' .. ARGV[i])
+  i = i + 1
+end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return 1
+";
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     check: Script,
     cutoff: Script,
     rate: Script,
+    ring_commit: Script,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -79,11 +100,18 @@ impl RedisStore {
             check: Script::new(CHECK),
             cutoff: Script::new(CUTOFF),
             rate: Script::new(RATE),
+            ring_commit: Script::new(RING_COMMIT),
         })
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
+    }
+
+    /// One hash holds the whole ring, so every change to it is one key
+    /// (one hash slot) and one atomic script.
+    fn ring_key(&self) -> String {
+        format!("{}keyring", self.prefix)
     }
 }
 
@@ -184,6 +212,55 @@ impl Store for RedisStore {
             .await
             .map(|_| ())
             .map_err(err)
+    }
+
+    async fn ring_version(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let version: Option<String> = redis::cmd("HGET")
+            .arg(self.ring_key())
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(version.unwrap_or_else(|| "0".to_owned()))
+    }
+
+    async fn ring_load(&self) -> Result<(String, Vec<(String, String)>), StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.ring_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let mut version = "0".to_owned();
+        let mut records = Vec::new();
+        for (field, value) in fields {
+            if field == "v" {
+                version = value;
+            } else if let Some(kid) = field.strip_prefix("k:") {
+                records.push((kid.to_owned(), value));
+            }
+        }
+        Ok((version, records))
+    }
+
+    async fn ring_commit(
+        &self,
+        expected: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.ring_commit.key(self.ring_key());
+        invocation.arg(expected).arg(put.len());
+        for (kid, json) in put {
+            invocation.arg(kid).arg(json);
+        }
+        for kid in delete {
+            invocation.arg(kid);
+        }
+        let applied: i64 = invocation.invoke_async(&mut conn).await.map_err(err)?;
+        Ok(applied == 1)
     }
 
     fn kind(&self) -> &'static str {

@@ -52,8 +52,9 @@ pub struct Readiness {
     pub checks: Checks,
 }
 
-/// Readiness: 200 when keys are loaded, the clients file is readable and
-/// the store answers; 503 (`temporarily_unavailable`) otherwise.
+/// Readiness: 200 when the key ring was read at the last poll, the clients
+/// file is readable and the store answers; 503 (`temporarily_unavailable`)
+/// otherwise (`keys: stale`: the last good key set is in use).
 #[utoipa::path(get, path = "/api/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -62,13 +63,16 @@ pub struct Readiness {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let store_ok = state.tokens.store().ping().await.is_ok();
     let clients_ok = state.clients.is_healthy();
+    // The last good key set still signs, but a ring that cannot be read
+    // may hide a revocation: not ready until it reads again.
+    let keys_ok = state.keys.health().error.is_none();
     let checks = Checks {
-        keys: "ok",
+        keys: if keys_ok { "ok" } else { "stale" },
         clients: if clients_ok { "ok" } else { "unreadable" },
         store: if store_ok { "ok" } else { "unreachable" },
     };
     let store_kind = state.tokens.store().kind();
-    if store_ok && clients_ok {
+    if store_ok && clients_ok && keys_ok {
         Json(Readiness {
             status: Some("ready"),
             error: None,
@@ -109,7 +113,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .iter()
         .find(|k| k.state == crate::services::keys::KeyState::Active)
     {
-        let age = state.tokens.now().saturating_sub(active.created);
+        let age = state.tokens.now().saturating_sub(active.not_before);
         metrics::gauge!(crate::services::metrics::KEY_AGE, "kid" => active.kid.clone())
             .set(age as f64);
     }

@@ -205,9 +205,10 @@ fn dummy_key() -> Option<&'static assertion::ClientKey> {
     static DUMMY: std::sync::OnceLock<Option<assertion::ClientKey>> = std::sync::OnceLock::new();
     DUMMY
         .get_or_init(|| {
-            let (key, _) =
-                crate::token::jws::SigningKey::generate(crate::token::jws::SigningAlg::EdDSA)
-                    .ok()?;
+            let key =
+                crate::token::jws::SigningKey::generate(crate::token::jws::SigningAlg::EdDSA, 2048)
+                    .ok()?
+                    .key;
             let jwk = serde_json::to_string(key.verifying_key().jwk()).ok()?;
             assertion::ClientKey::from_jwk_json(&jwk).ok()
         })
@@ -566,6 +567,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
         .keys()
         .info()
         .iter()
+        .filter(|k| k.state.is_published())
         .map(|k| k.alg.as_str())
         .collect();
     signing.sort_unstable();

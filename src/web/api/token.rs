@@ -213,7 +213,7 @@ pub async fn verify(
             .map_err(|e| ApiError::InvalidRequest(format!("scope: {e}")))?,
         method: body.method,
         url: body.url,
-        skip_binding: false,
+        ..Expectation::default()
     };
     match state
         .tokens

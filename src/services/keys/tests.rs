@@ -1,0 +1,254 @@
+//! The ring's rules, on the directory backend (the Redis backend runs the
+//! same code through `tests/keys.rs` against a real Redis).
+
+use super::*;
+use crate::services::store::{Store, StoreHandle};
+
+fn settings(dir: &Path, extra: &[(&str, String)]) -> Settings {
+    let mut env = vec![("AUTH_JIT_DATA_DIR".to_string(), dir.display().to_string())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    Settings::from_sources(None, env).expect("settings")
+}
+
+fn ring(s: &Settings) -> KeyRing {
+    KeyRing::open(s, None)
+}
+
+fn policy(s: &Settings) -> RingPolicy {
+    RingPolicy::new(s, [])
+}
+
+async fn set(ring: &KeyRing, s: &Settings, now: u64) -> KeySet {
+    ring.ensure(&policy(s), now).await.expect("ensure");
+    ring.key_set(&policy(s), now).await.expect("key set")
+}
+
+fn state(set: &KeySet, kid: &str) -> Option<KeyState> {
+    set.info().iter().find(|k| k.kid == kid).map(|k| k.state)
+}
+
+#[tokio::test]
+async fn a_key_is_created_once_private_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(dir.path(), &[]);
+    let first = set(&ring(&s), &s, 100).await;
+    let second = set(&ring(&s), &s, 200).await;
+    assert_eq!(first.active().kid(), second.active().kid());
+    assert_eq!(second.info().len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&second.info()[0].location)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let jwks: serde_json::Value = serde_json::from_slice(&first.jwks().body).expect("jwks");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(jwks["keys"][0]["kid"], first.active().kid());
+}
+
+#[tokio::test]
+async fn changing_the_algorithm_adds_a_key_and_keeps_the_old_one_verifying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ed_settings = settings(dir.path(), &[]);
+    let ed = set(&ring(&ed_settings), &ed_settings, 100).await;
+    let es_settings = settings(dir.path(), &[("AUTH_JIT_SIGNING_ALG", "ES256".into())]);
+    let both = set(&ring(&es_settings), &es_settings, 200).await;
+    assert_eq!(both.active().alg(), SigningAlg::ES256);
+    assert!(both.find(ed.active().kid()).is_some());
+    assert_eq!(state(&both, ed.active().kid()), Some(KeyState::Retired));
+    assert_ne!(both.jwks().etag, ed.jwks().etag);
+}
+
+#[tokio::test]
+async fn rotation_publishes_first_switches_on_time_and_retires_after_max_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(
+        dir.path(),
+        &[
+            ("AUTH_JIT_MAX_TTL", "600".into()),
+            ("AUTH_JIT_LEEWAY", "5".into()),
+        ],
+    );
+    let r = ring(&s);
+    let first = set(&r, &s, 100).await;
+    let old = first.active().kid().to_owned();
+    let added = r.rotate(&policy(&s), 100, 1_000).await.expect("rotate");
+    let next = added[0].0.clone();
+    // Before its time: published, not signing.
+    let before = r.key_set(&policy(&s), 500).await.expect("load");
+    assert_eq!(before.active().kid(), old);
+    assert!(before.find(&next).is_some(), "next key published early");
+    assert_eq!(state(&before, &next), Some(KeyState::Next));
+    // From its time: it signs; the old one still verifies.
+    let after = r.key_set(&policy(&s), 1_000).await.expect("load");
+    assert_eq!(after.active().kid(), next);
+    assert_eq!(state(&after, &old), Some(KeyState::Retired));
+    assert!(after.find(&old).is_some());
+    assert!(after.differs_from(&before));
+    // Once every token of the old key has expired, it is dropped.
+    let still = r.key_set(&policy(&s), 1_000 + 604).await.expect("load");
+    assert!(still.find(&old).is_some());
+    let later = r.key_set(&policy(&s), 1_000 + 605).await.expect("load");
+    assert!(later.find(&old).is_none(), "expired key still trusted");
+    assert_eq!(state(&later, &old), Some(KeyState::Expired));
+}
+
+#[tokio::test]
+async fn scheduled_rotation_happens_once_per_period_whoever_asks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(
+        dir.path(),
+        &[
+            ("AUTH_JIT_MAX_TTL", "10".into()),
+            ("AUTH_JIT_DEFAULT_TTL", "10".into()),
+            ("AUTH_JIT_LEEWAY", "1".into()),
+            ("AUTH_JIT_JWKS_MAX_AGE_SECS", "2".into()),
+            ("AUTH_JIT_KEY_PUBLISH_SECS", "3".into()),
+            ("AUTH_JIT_KEY_ROTATION_SECS", "20".into()),
+        ],
+    );
+    // Three "instances" (separate rings on one directory) tick every second.
+    let rings = [ring(&s), ring(&s), ring(&s)];
+    let p = policy(&s);
+    rings[0].ensure(&p, 1_000).await.expect("first key");
+    for now in 1_000..1_100 {
+        for r in &rings {
+            r.maintain(&p, now).await.expect("maintain");
+        }
+    }
+    let all = rings[0].list(&p, 1_100).await.expect("list");
+    // Keys at 1000 and then one per 20 s: 1020, 1040, 1060, 1080, 1100.
+    let starts: Vec<u64> = all.iter().map(|k| k.not_before).collect();
+    assert_eq!(starts, [1_000, 1_020, 1_040, 1_060, 1_080, 1_100]);
+    // Each was published publish lead + propagation before it signed.
+    for (k, set_at) in all.iter().zip([1_000, 1_020, 1_040, 1_060, 1_080, 1_100]) {
+        let published = rings[0]
+            .key_set(&p, set_at - 3 - PROPAGATION_SECS)
+            .await
+            .expect("set");
+        if set_at > 1_000 {
+            assert!(
+                published.find(&k.kid).is_some(),
+                "{} not published early",
+                k.kid
+            );
+            assert_ne!(published.active().kid(), k.kid);
+        }
+    }
+}
+
+#[tokio::test]
+async fn revocation_ends_a_key_everywhere_but_never_the_only_signer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(dir.path(), &[]);
+    let r = ring(&s);
+    let p = policy(&s);
+    let first = set(&r, &s, 100).await;
+    let old = first.active().kid().to_owned();
+    let old_file = PathBuf::from(&first.info()[0].location);
+    let old_bytes = std::fs::read(&old_file).expect("key file");
+    assert!(matches!(
+        r.revoke(&p, &old, 100).await,
+        Err(KeysError::OnlySigner(..))
+    ));
+    assert!(matches!(
+        r.revoke(&p, "nope", 100).await,
+        Err(KeysError::UnknownKid(_))
+    ));
+    r.rotate(&p, 100, 100).await.expect("rotate now");
+    assert!(r.revoke(&p, &old, 101).await.expect("revoke"));
+    assert!(!r.revoke(&p, &old, 102).await.expect("again"), "idempotent");
+    let after = r.key_set(&p, 102).await.expect("set");
+    assert!(after.find(&old).is_none(), "revoked key still trusted");
+    assert_eq!(state(&after, &old), Some(KeyState::Revoked));
+    let jwks = String::from_utf8_lossy(&after.jwks().body).into_owned();
+    assert!(!jwks.contains(&old));
+    // The private key file is gone; only the marker remains.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == &format!("{old}.revoked")),
+        "{names:?}"
+    );
+    assert_eq!(names.iter().filter(|n| n.ends_with(".p8")).count(), 1);
+    // A restored backup of the old key file is not trusted again.
+    write_private_file(&old_file, &old_bytes).expect("restore");
+    let restored = r.key_set(&p, 103).await.expect("set");
+    assert!(
+        restored.find(&old).is_none(),
+        "restored revoked key trusted"
+    );
+}
+
+#[tokio::test]
+async fn encrypted_keys_need_the_right_kek_and_plaintext_is_refused_beside_them() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+    let other = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+    let with = settings(dir.path(), &[("AUTH_JIT_KEY_ENCRYPTION_KEY", kek)]);
+    let created = set(&ring(&with), &with, 100).await;
+    assert!(created.info()[0].encrypted);
+    let again = set(&ring(&with), &with, 200).await;
+    assert_eq!(again.active().kid(), created.active().kid());
+    let wrong = settings(dir.path(), &[("AUTH_JIT_KEY_ENCRYPTION_KEY", other)]);
+    assert!(matches!(
+        ring(&wrong).key_set(&policy(&wrong), 300).await,
+        Err(KeysError::WrongKek(_))
+    ));
+    let without = settings(dir.path(), &[]);
+    assert!(matches!(
+        ring(&without).key_set(&policy(&without), 300).await,
+        Err(KeysError::NeedsKek(_))
+    ));
+    let planted = SigningKey::generate(SigningAlg::EdDSA, 2048).expect("key");
+    write_private_file(&dir.path().join("keys/9999999999-EdDSA.p8"), &planted.pkcs8)
+        .expect("plant");
+    assert!(matches!(
+        ring(&with).key_set(&policy(&with), 400).await,
+        Err(KeysError::Plaintext(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_audience_algorithm_gets_its_own_active_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(dir.path(), &[]);
+    let r = ring(&s);
+    let p = RingPolicy::new(&s, [SigningAlg::RS256]);
+    r.ensure(&p, 100).await.expect("ensure");
+    let keys = r.key_set(&p, 100).await.expect("set");
+    assert_eq!(keys.active().alg(), SigningAlg::EdDSA);
+    let rs = keys.active_for(SigningAlg::RS256).expect("an RS256 key");
+    assert_eq!(rs.alg(), SigningAlg::RS256);
+    let jwks: serde_json::Value = serde_json::from_slice(&keys.jwks().body).expect("jwks");
+    let algs: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["alg"].as_str())
+        .collect();
+    assert_eq!(algs.len(), 2);
+    assert!(algs.contains(&"RS256") && algs.contains(&"EdDSA"));
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_no_ring() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        crate::services::store::EmbeddedStore::open(&dir.path().join("s.redb")).expect("store");
+    assert!(store.ring_version().await.is_err());
+    let handle = StoreHandle::new(
+        std::sync::Arc::new(store),
+        std::time::Duration::from_secs(1),
+    );
+    let s = settings(dir.path(), &[]);
+    // Not shared: the ring is the directory.
+    let r = KeyRing::open(&s, Some(&handle));
+    assert!(r.describe().ends_with("keys"));
+}
