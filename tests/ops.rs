@@ -436,10 +436,13 @@ fn settings_and_healthcheck_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = common::command(
         dir.path(),
-        &[(
-            "AUTH_JIT_STORE_URL",
-            "redis://:hunter2@127.0.0.1:1/0".into(),
-        )],
+        &[
+            (
+                "AUTH_JIT_STORE_URL",
+                "redis://:hunter2@127.0.0.1:1/0".into(),
+            ),
+            ("AUTH_JIT_KEY_ENCRYPTION_KEY", common::KEK.into()),
+        ],
     )
     .arg("settings")
     .output()

@@ -21,12 +21,14 @@ struct Fleet {
     burst: String,
 }
 
-/// Two instances with the same keys, clients file and issuer, on one Redis.
+/// Two instances with their own data directories and the same clients file
+/// and issuer, on one Redis.
 fn fleet(redis: &Redis) -> Fleet {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");
     let env = vec![
         ("AUTH_JIT_STORE_URL", redis.url()),
+        ("AUTH_JIT_KEY_ENCRYPTION_KEY", common::KEK.to_string()),
         ("AUTH_JIT_ISSUER", "http://auth.fleet".to_string()),
         (
             "AUTH_JIT_CLIENTS_FILE",
@@ -45,14 +47,8 @@ fn fleet(redis: &Redis) -> Fleet {
     let dir_b = dir.path().join("b");
     std::fs::create_dir_all(&dir_a).expect("a");
     std::fs::create_dir_all(&dir_b).expect("b");
+    // Separate data directories: the key ring lives in Redis.
     let a = Server::start(&dir_a, &env);
-    // Instance b uses a copy of a's key directory, as an operator would.
-    let keys_b = dir_b.join("data/keys");
-    std::fs::create_dir_all(&keys_b).expect("b keys");
-    for entry in std::fs::read_dir(dir_a.join("data/keys")).expect("a keys") {
-        let path = entry.expect("entry").path();
-        std::fs::copy(&path, keys_b.join(path.file_name().expect("name"))).expect("copy");
-    }
     let b = Server::start(&dir_b, &env);
     Fleet {
         _dir: dir,
@@ -287,6 +283,7 @@ async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
         dir.path(),
         &[
             ("AUTH_JIT_STORE_URL", url.clone()),
+            ("AUTH_JIT_KEY_ENCRYPTION_KEY", common::KEK.to_string()),
             ("SSL_CERT_FILE", p.join("ca.pem").display().to_string()),
         ],
     );
@@ -310,7 +307,13 @@ async fn rediss_with_a_private_ca_works_and_an_untrusted_server_is_refused() {
 
     // Without the CA, the server's certificate is not trusted: fail closed.
     let other = tempfile::tempdir().expect("tempdir");
-    let untrusted = Server::start(other.path(), &[("AUTH_JIT_STORE_URL", url)]);
+    let untrusted = Server::start(
+        other.path(),
+        &[
+            ("AUTH_JIT_STORE_URL", url),
+            ("AUTH_JIT_KEY_ENCRYPTION_KEY", common::KEK.to_string()),
+        ],
+    );
     assert_eq!(untrusted.get("/api/ready").await.0, 503);
 }
 

@@ -164,15 +164,15 @@ impl TokenService {
     fn sign(&self, claims: AccessClaims) -> Result<IssuedToken, TokenError> {
         let _sign = tracing::debug_span!("token.sign").entered();
         let keys = self.keys();
+        // No key yet: the shared ring was not readable at start, or an
+        // audience's new algorithm gets its first key within a second.
         let key = match self.clients.signing_alg_for(&claims.aud) {
             None => keys.active(),
-            // A new algorithm's first key is created within a second.
-            Some(alg) => keys.active_for(alg).ok_or_else(|| {
-                TokenError::Unavailable(StoreError::Unavailable(format!(
-                    "no {alg} signing key yet"
-                )))
-            })?,
-        };
+            Some(alg) => keys.active_for(alg),
+        }
+        .ok_or_else(|| {
+            TokenError::Unavailable(StoreError::Unavailable("no signing key loaded yet".into()))
+        })?;
         issue::sign(key, claims).map_err(|_| TokenError::Internal("signing failed"))
     }
 

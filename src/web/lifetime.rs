@@ -52,8 +52,11 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         tracing::warn!(store = store.kind(), error = %e, "store not reachable yet");
     }
     let ring = Arc::new(KeyRing::open(&settings, Some(&store)));
-    let keys = Arc::new(open_ring(&ring, &settings, &clients, clock.as_ref()).await?);
-    tracing::info!(kid = keys.active().kid(), alg = %keys.active().alg(), keys = keys.info().len(), at = %ring.describe(), "signing keys loaded");
+    let (keys, loaded) = open_ring(&ring, &settings, &clients, clock.as_ref()).await?;
+    if let Some(active) = keys.active() {
+        tracing::info!(kid = active.kid(), alg = %active.alg(), keys = keys.info().len(), at = %ring.describe(), "signing keys loaded");
+    }
+    let keys = Arc::new(keys);
     let tokens = Arc::new(TokenService::new(
         keys,
         clients.clone(),
@@ -89,6 +92,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         clients.clone(),
         Arc::clone(&tokens),
         clock.clone(),
+        loaded,
     )));
     let purged = store.clone();
     let purge_clock = clock.clone();
@@ -119,47 +123,49 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
 
 /// Opens the key ring: imports an existing keys directory into an empty
 /// shared ring, creates the first key of every algorithm in use, and loads
-/// the set. A shared ring that cannot be read yet (Redis still starting) is
-/// retried for a while: without keys the service can do nothing.
+/// the set. A shared ring that cannot be read yet (Redis down) gives an
+/// empty set: the server starts not ready, signs and trusts nothing, and
+/// the key watcher loads the ring once it answers. Any other problem (a
+/// wrong key-encryption key, a broken key file) stops start-up.
 async fn open_ring(
     ring: &KeyRing,
     settings: &Settings,
     clients: &Clients,
     clock: &dyn Clock,
-) -> anyhow::Result<KeySet> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut imported = false;
-    loop {
-        let now = clock.now();
-        let policy = RingPolicy::new(settings, clients.audience_algs());
-        let attempt = async {
-            if !imported {
-                let n = ring.import_dir(settings, now).await?;
-                if n > 0 {
-                    tracing::info!(
-                        target: crate::services::telemetry::AUDIT,
-                        event = "keys_imported",
-                        outcome = "success",
-                        keys = n,
-                        "keys directory imported into the shared key ring"
-                    );
-                }
-                imported = true;
-            }
-            ring.ensure(&policy, now).await?;
-            ring.key_set(&policy, now).await
-        };
-        match attempt.await {
-            Ok(keys) => return Ok(keys),
-            Err(e @ (KeysError::Store(_) | KeysError::Contended))
-                if std::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(error = %e, "key ring not readable yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => anyhow::bail!("signing keys in {}: {e}", ring.describe()),
+) -> anyhow::Result<(KeySet, bool)> {
+    match load_ring(ring, settings, clients, clock.now(), false).await {
+        Ok(keys) => Ok((keys, true)),
+        Err(e @ (KeysError::Store(_) | KeysError::Contended)) => {
+            tracing::warn!(error = %e, "key ring not readable yet: starting without keys, not ready");
+            Ok((KeySet::empty(), false))
+        }
+        Err(e) => anyhow::bail!("signing keys in {}: {e}", ring.describe()),
+    }
+}
+
+/// One attempt of [`open_ring`] (and of the watcher until it succeeds).
+async fn load_ring(
+    ring: &KeyRing,
+    settings: &Settings,
+    clients: &Clients,
+    now: u64,
+    imported: bool,
+) -> Result<KeySet, KeysError> {
+    if !imported {
+        let n = ring.import_dir(settings, now).await?;
+        if n > 0 {
+            tracing::info!(
+                target: crate::services::telemetry::AUDIT,
+                event = "keys_imported",
+                outcome = "success",
+                keys = n,
+                "keys directory imported into the shared key ring"
+            );
         }
     }
+    let policy = RingPolicy::new(settings, clients.audience_algs());
+    ring.ensure(&policy, now).await?;
+    ring.key_set(&policy, now).await
 }
 
 /// Every second: schedules rotation and creates missing keys (one instance
@@ -172,6 +178,7 @@ async fn watch_keys(
     clients: Clients,
     tokens: Arc<TokenService>,
     clock: Arc<dyn Clock>,
+    mut loaded: bool,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_error = String::new();
@@ -179,10 +186,15 @@ async fn watch_keys(
         tick.tick().await;
         let now = clock.now();
         let policy = RingPolicy::new(&settings, clients.audience_algs());
-        let result = match ring.maintain(&policy, now).await {
-            Ok(_) => ring.key_set(&policy, now).await,
-            Err(e) => Err(e),
+        let result = if loaded {
+            match ring.maintain(&policy, now).await {
+                Ok(_) => ring.key_set(&policy, now).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            load_ring(&ring, &settings, &clients, now, false).await
         };
+        loaded |= result.is_ok();
         match result {
             Ok(keys) => {
                 last_error.clear();

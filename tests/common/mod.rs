@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_auth-jit");
 
+/// The key-encryption key of test fleets (32 bytes, base64): a Redis store
+/// needs one, since the key ring lives in Redis.
+pub const KEK: &str = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=";
+
 /// Everything a spawned command needs, and nothing inherited that could
 /// change its behaviour (no AUTH_JIT_* from the developer's shell, no .env).
 pub fn command(dir: &Path, env: &[(&str, String)]) -> Command {

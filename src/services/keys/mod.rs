@@ -329,7 +329,9 @@ pub struct Jwks {
 /// verifies. Built from the ring at one instant; cheap to share.
 #[derive(Debug)]
 pub struct KeySet {
-    default: Arc<SigningKey>,
+    /// `None` only in the empty set a server starts with while the shared
+    /// ring cannot be read yet: it signs and trusts nothing.
+    default: Option<Arc<SigningKey>>,
     active: BTreeMap<SigningAlg, Arc<SigningKey>>,
     verifying: HashMap<String, VerifyingKey>,
     jwks: Jwks,
@@ -367,10 +369,12 @@ impl KeySet {
             }
             info.push(entry.info(*state));
         }
-        let default = active
-            .get(&policy.default_alg)
-            .cloned()
-            .ok_or(KeysError::NoKey(policy.default_alg))?;
+        let default = Some(
+            active
+                .get(&policy.default_alg)
+                .cloned()
+                .ok_or(KeysError::NoKey(policy.default_alg))?,
+        );
         let body: axum::body::Bytes = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
             .map_err(|_| KeysError::Generate)?
             .into();
@@ -389,10 +393,24 @@ impl KeySet {
         })
     }
 
+    /// No keys at all: what a server holds until it first reads the ring.
+    pub fn empty() -> Self {
+        Self {
+            default: None,
+            active: BTreeMap::new(),
+            verifying: HashMap::new(),
+            jwks: Jwks {
+                body: axum::body::Bytes::from_static(br#"{"keys":[]}"#),
+                etag: "\"empty\"".to_owned(),
+            },
+            info: Vec::new(),
+        }
+    }
+
     /// The key that signs tokens of audiences without an algorithm of
     /// their own.
-    pub fn active(&self) -> &SigningKey {
-        &self.default
+    pub fn active(&self) -> Option<&SigningKey> {
+        self.default.as_deref()
     }
 
     /// The key that signs with `alg` now, if the ring has one yet.

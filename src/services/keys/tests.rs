@@ -33,7 +33,7 @@ async fn a_key_is_created_once_private_and_reused() {
     let s = settings(dir.path(), &[]);
     let first = set(&ring(&s), &s, 100).await;
     let second = set(&ring(&s), &s, 200).await;
-    assert_eq!(first.active().kid(), second.active().kid());
+    assert_eq!(first.active().expect("active").kid(), second.active().expect("active").kid());
     assert_eq!(second.info().len(), 1);
     #[cfg(unix)]
     {
@@ -46,7 +46,7 @@ async fn a_key_is_created_once_private_and_reused() {
     }
     let jwks: serde_json::Value = serde_json::from_slice(&first.jwks().body).expect("jwks");
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
-    assert_eq!(jwks["keys"][0]["kid"], first.active().kid());
+    assert_eq!(jwks["keys"][0]["kid"], first.active().expect("active").kid());
 }
 
 #[tokio::test]
@@ -56,9 +56,9 @@ async fn changing_the_algorithm_adds_a_key_and_keeps_the_old_one_verifying() {
     let ed = set(&ring(&ed_settings), &ed_settings, 100).await;
     let es_settings = settings(dir.path(), &[("AUTH_JIT_SIGNING_ALG", "ES256".into())]);
     let both = set(&ring(&es_settings), &es_settings, 200).await;
-    assert_eq!(both.active().alg(), SigningAlg::ES256);
-    assert!(both.find(ed.active().kid()).is_some());
-    assert_eq!(state(&both, ed.active().kid()), Some(KeyState::Retired));
+    assert_eq!(both.active().expect("active").alg(), SigningAlg::ES256);
+    assert!(both.find(ed.active().expect("active").kid()).is_some());
+    assert_eq!(state(&both, ed.active().expect("active").kid()), Some(KeyState::Retired));
     assert_ne!(both.jwks().etag, ed.jwks().etag);
 }
 
@@ -74,17 +74,17 @@ async fn rotation_publishes_first_switches_on_time_and_retires_after_max_ttl() {
     );
     let r = ring(&s);
     let first = set(&r, &s, 100).await;
-    let old = first.active().kid().to_owned();
+    let old = first.active().expect("active").kid().to_owned();
     let added = r.rotate(&policy(&s), 100, 1_000).await.expect("rotate");
     let next = added[0].0.clone();
     // Before its time: published, not signing.
     let before = r.key_set(&policy(&s), 500).await.expect("load");
-    assert_eq!(before.active().kid(), old);
+    assert_eq!(before.active().expect("active").kid(), old);
     assert!(before.find(&next).is_some(), "next key published early");
     assert_eq!(state(&before, &next), Some(KeyState::Next));
     // From its time: it signs; the old one still verifies.
     let after = r.key_set(&policy(&s), 1_000).await.expect("load");
-    assert_eq!(after.active().kid(), next);
+    assert_eq!(after.active().expect("active").kid(), next);
     assert_eq!(state(&after, &old), Some(KeyState::Retired));
     assert!(after.find(&old).is_some());
     assert!(after.differs_from(&before));
@@ -135,7 +135,7 @@ async fn scheduled_rotation_happens_once_per_period_whoever_asks() {
                 "{} not published early",
                 k.kid
             );
-            assert_ne!(published.active().kid(), k.kid);
+            assert_ne!(published.active().expect("active").kid(), k.kid);
         }
     }
 }
@@ -147,7 +147,7 @@ async fn revocation_ends_a_key_everywhere_but_never_the_only_signer() {
     let r = ring(&s);
     let p = policy(&s);
     let first = set(&r, &s, 100).await;
-    let old = first.active().kid().to_owned();
+    let old = first.active().expect("active").kid().to_owned();
     let old_file = PathBuf::from(&first.info()[0].location);
     let old_bytes = std::fs::read(&old_file).expect("key file");
     assert!(matches!(
@@ -195,7 +195,7 @@ async fn encrypted_keys_need_the_right_kek_and_plaintext_is_refused_beside_them(
     let created = set(&ring(&with), &with, 100).await;
     assert!(created.info()[0].encrypted);
     let again = set(&ring(&with), &with, 200).await;
-    assert_eq!(again.active().kid(), created.active().kid());
+    assert_eq!(again.active().expect("active").kid(), created.active().expect("active").kid());
     let wrong = settings(dir.path(), &[("AUTH_JIT_KEY_ENCRYPTION_KEY", other)]);
     assert!(matches!(
         ring(&wrong).key_set(&policy(&wrong), 300).await,
@@ -223,7 +223,7 @@ async fn an_audience_algorithm_gets_its_own_active_key() {
     let p = RingPolicy::new(&s, [SigningAlg::RS256]);
     r.ensure(&p, 100).await.expect("ensure");
     let keys = r.key_set(&p, 100).await.expect("set");
-    assert_eq!(keys.active().alg(), SigningAlg::EdDSA);
+    assert_eq!(keys.active().expect("active").alg(), SigningAlg::EdDSA);
     let rs = keys.active_for(SigningAlg::RS256).expect("an RS256 key");
     assert_eq!(rs.alg(), SigningAlg::RS256);
     let jwks: serde_json::Value = serde_json::from_slice(&keys.jwks().body).expect("jwks");

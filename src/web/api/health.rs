@@ -65,7 +65,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let clients_ok = state.clients.is_healthy();
     // The last good key set still signs, but a ring that cannot be read
     // may hide a revocation: not ready until it reads again.
-    let keys_ok = state.keys.health().error.is_none();
+    let keys_ok = state.keys.health().error.is_none() && state.tokens.keys().active().is_some();
     let checks = Checks {
         keys: if keys_ok { "ok" } else { "stale" },
         clients: if clients_ok { "ok" } else { "unreadable" },
