@@ -364,6 +364,12 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Where the server keeps its append-only file: every write it ever
+    /// took, verbatim.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// (Re)starts the server on the same port and data directory.
     pub fn resume(&mut self) {
         let mut cmd = Command::new("redis-server");
@@ -499,4 +505,47 @@ pub fn interop(script: &str, args: &[&str]) -> (bool, Value) {
         |_| json!({"unparsed_stdout": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
     );
     (out.status.success(), json)
+}
+
+/// Runs the node `jose` verifier (`tests/interop/node`, installed by `make
+/// test`); returns whether it verified and the JSON it printed.
+pub fn jose(args: &[&str]) -> (bool, Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node");
+    assert!(
+        dir.join("node_modules/jose").is_dir(),
+        "node jose missing: run `make test` (it installs it)"
+    );
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = std::thread::spawn(move || {
+        Command::new("node")
+            .arg(dir.join("verify_jose.mjs"))
+            .args(args)
+            .output()
+            .expect("run node")
+    })
+    .join()
+    .expect("node thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(
+        |_| json!({"unparsed_stdout": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
+    );
+    (out.status.success(), json)
+}
+
+/// Starts `n` servers at the same moment, each in its own directory under
+/// `root` (`root/0`, `root/1`, ...), with the same settings.
+pub fn start_many(root: &Path, n: usize, env: &[(&'static str, String)]) -> Vec<Server> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let dir = root.join(i.to_string());
+                std::fs::create_dir_all(&dir).expect("instance dir");
+                scope.spawn(move || Server::start(&dir, env))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("server thread"))
+            .collect()
+    })
 }

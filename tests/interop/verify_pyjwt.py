@@ -22,7 +22,7 @@ def main() -> int:
         claims = jwt.decode(
             token,
             key.key,
-            algorithms=["EdDSA", "ES256"],
+            algorithms=["EdDSA", "ES256", "RS256", "PS256"],
             audience=audience,
             issuer=issuer,
             options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},

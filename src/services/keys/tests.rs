@@ -33,7 +33,10 @@ async fn a_key_is_created_once_private_and_reused() {
     let s = settings(dir.path(), &[]);
     let first = set(&ring(&s), &s, 100).await;
     let second = set(&ring(&s), &s, 200).await;
-    assert_eq!(first.active().expect("active").kid(), second.active().expect("active").kid());
+    assert_eq!(
+        first.active().expect("active").kid(),
+        second.active().expect("active").kid()
+    );
     assert_eq!(second.info().len(), 1);
     #[cfg(unix)]
     {
@@ -46,7 +49,10 @@ async fn a_key_is_created_once_private_and_reused() {
     }
     let jwks: serde_json::Value = serde_json::from_slice(&first.jwks().body).expect("jwks");
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
-    assert_eq!(jwks["keys"][0]["kid"], first.active().expect("active").kid());
+    assert_eq!(
+        jwks["keys"][0]["kid"],
+        first.active().expect("active").kid()
+    );
 }
 
 #[tokio::test]
@@ -58,7 +64,10 @@ async fn changing_the_algorithm_adds_a_key_and_keeps_the_old_one_verifying() {
     let both = set(&ring(&es_settings), &es_settings, 200).await;
     assert_eq!(both.active().expect("active").alg(), SigningAlg::ES256);
     assert!(both.find(ed.active().expect("active").kid()).is_some());
-    assert_eq!(state(&both, ed.active().expect("active").kid()), Some(KeyState::Retired));
+    assert_eq!(
+        state(&both, ed.active().expect("active").kid()),
+        Some(KeyState::Retired)
+    );
     assert_ne!(both.jwks().etag, ed.jwks().etag);
 }
 
@@ -195,7 +204,10 @@ async fn encrypted_keys_need_the_right_kek_and_plaintext_is_refused_beside_them(
     let created = set(&ring(&with), &with, 100).await;
     assert!(created.info()[0].encrypted);
     let again = set(&ring(&with), &with, 200).await;
-    assert_eq!(again.active().expect("active").kid(), created.active().expect("active").kid());
+    assert_eq!(
+        again.active().expect("active").kid(),
+        created.active().expect("active").kid()
+    );
     let wrong = settings(dir.path(), &[("AUTH_JIT_KEY_ENCRYPTION_KEY", other)]);
     assert!(matches!(
         ring(&wrong).key_set(&policy(&wrong), 300).await,
