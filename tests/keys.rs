@@ -496,7 +496,9 @@ async fn the_jwks_is_cached_for_max_age_and_revalidated_by_etag() {
 #[test]
 fn unsafe_key_settings_are_refused_at_start() {
     let root = tempfile::tempdir().expect("tempdir");
-    let cases: [(&[(&str, String)], &[&str]); 3] = [
+    // (settings, names the refusal must mention)
+    type Case<'a> = (&'a [(&'a str, String)], &'a [&'a str]);
+    let cases: [Case; 3] = [
         (
             &[
                 ("AUTH_JIT_KEY_PUBLISH_SECS", "300".into()),
