@@ -34,7 +34,7 @@ struct Marker {
     revoked_at: u64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
+fn io_error_at(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
     move |source| KeysError::Io {
         path: path.to_path_buf(),
         source,
@@ -70,8 +70,8 @@ impl DirRing {
             return Ok(String::new());
         }
         let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let entry = entry.map_err(io(&self.dir))?;
+        for entry in fs::read_dir(&self.dir).map_err(io_error_at(&self.dir))? {
+            let entry = entry.map_err(io_error_at(&self.dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_ring_file(&name) {
                 let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -88,13 +88,13 @@ impl DirRing {
         if version.is_empty() {
             return Ok((version, records));
         }
-        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let path = entry.map_err(io(&self.dir))?.path();
+        for entry in fs::read_dir(&self.dir).map_err(io_error_at(&self.dir))? {
+            let path = entry.map_err(io_error_at(&self.dir))?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
             if name.ends_with(".revoked") {
-                let text = fs::read(&path).map_err(io(&path))?;
+                let text = fs::read(&path).map_err(io_error_at(&path))?;
                 let marker: Marker =
                     serde_json::from_slice(&text).map_err(|_| KeysError::Invalid(path.clone()))?;
                 records.push(KeyRecord {
@@ -129,7 +129,7 @@ impl DirRing {
                 (false, Some(_)) if !self.importing => return Err(KeysError::Plaintext(path)),
                 _ => {}
             }
-            let bytes = fs::read(&path).map_err(io(&path))?;
+            let bytes = fs::read(&path).map_err(io_error_at(&path))?;
             records.push(KeyRecord {
                 kid: None,
                 alg,
@@ -159,8 +159,8 @@ impl DirRing {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let lock = options.open(&lock_path).map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
+        let lock = options.open(&lock_path).map_err(io_error_at(&lock_path))?;
+        lock.lock().map_err(io_error_at(&lock_path))?;
         if self.version()? != expected {
             return Ok(false);
         }
@@ -179,7 +179,7 @@ impl DirRing {
                         }
                         None => new.pkcs8.clone(),
                     };
-                    write_private_file(&path, &contents).map_err(io(&path))?;
+                    write_private_file(&path, &contents).map_err(io_error_at(&path))?;
                 }
                 Change::Revoke { record, at } => {
                     let kid = record.kid.clone().unwrap_or_default();
@@ -194,11 +194,11 @@ impl DirRing {
                     match write_private_file(&path, &body) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io(&path)(e)),
+                        Err(e) => return Err(io_error_at(&path)(e)),
                     }
                     if record.material.is_some() {
                         let key_file = self.dir.join(&record.id);
-                        fs::remove_file(&key_file).map_err(io(&key_file))?;
+                        fs::remove_file(&key_file).map_err(io_error_at(&key_file))?;
                     }
                 }
                 Change::Drop { id } => {
@@ -206,7 +206,7 @@ impl DirRing {
                     match fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io(&path)(e)),
+                        Err(e) => return Err(io_error_at(&path)(e)),
                     }
                 }
             }

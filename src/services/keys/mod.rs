@@ -188,6 +188,9 @@ pub struct NewKey {
     pub alg: SigningAlg,
     pub not_before: u64,
     pub pkcs8: Vec<u8>,
+    /// The audit event that records it: `key_created`, `key_rotated` or
+    /// `key_imported`.
+    pub event: &'static str,
 }
 
 /// One change to the ring, applied atomically with the others of a commit.

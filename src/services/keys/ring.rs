@@ -63,7 +63,7 @@ pub struct RingHealth {
 
 /// What a committed change did, for the audit trail (no key material).
 enum Done {
-    Added(String, SigningAlg, u64),
+    Added(String, SigningAlg, u64, &'static str),
     Revoked(String, SigningAlg),
     Dropped(String),
 }
@@ -319,7 +319,9 @@ impl KeyRing {
             let done: Vec<Done> = changes
                 .iter()
                 .map(|c| match c {
-                    Change::Add(new) => Done::Added(new.kid.clone(), new.alg, new.not_before),
+                    Change::Add(new) => {
+                        Done::Added(new.kid.clone(), new.alg, new.not_before, new.event)
+                    }
                     Change::Revoke { record, .. } => {
                         Done::Revoked(record.kid.clone().unwrap_or(record.id.clone()), record.alg)
                     }
@@ -359,17 +361,18 @@ impl KeyRing {
         not_before: u64,
     ) -> Result<Vec<(String, SigningAlg, u64)>, KeysError> {
         let mut added = Vec::new();
-        self.update(now, policy, |entries, _| {
+        self.update(now, policy, |entries, states| {
             added.clear();
             let mut changes = Vec::new();
             for alg in &policy.in_use {
                 let newest = entries
                     .iter()
-                    .filter(|e| e.record.alg == *alg)
-                    .map(|e| e.record.not_before)
+                    .zip(states)
+                    .filter(|(e, (s, _))| e.record.alg == *alg && *s != KeyState::Revoked)
+                    .map(|(e, _)| e.record.not_before)
                     .max();
                 let at = newest.map_or(not_before, |n| not_before.max(n + 1));
-                let change = new_key(*alg, at, policy.rsa_bits)?;
+                let change = new_key(*alg, at, policy.rsa_bits, "key_rotated")?;
                 if let Change::Add(new) = &change {
                     added.push((new.kid.clone(), *alg, at));
                 }
@@ -402,7 +405,12 @@ impl KeyRing {
                     let Some(newest) = newest else { continue };
                     let due = newest.saturating_add(policy.rotation_secs);
                     if now.saturating_add(lead) >= due {
-                        changes.push(new_key(*alg, due.max(now + lead), policy.rsa_bits)?);
+                        changes.push(new_key(
+                            *alg,
+                            due.max(now + lead),
+                            policy.rsa_bits,
+                            "key_rotated",
+                        )?);
                     }
                 }
             }
@@ -470,7 +478,7 @@ impl KeyRing {
             return Ok(0);
         }
         let path = settings.data_dir.join("keys");
-        if !path.is_dir() {
+        if !path.is_dir() || !self.entries().await?.1.is_empty() {
             return Ok(0);
         }
         let local = Arc::new(DirRing::importing(path, self.kek.clone()));
@@ -507,6 +515,7 @@ impl KeyRing {
                             alg: *alg,
                             not_before: *not_before,
                             pkcs8: der.clone(),
+                            event: "key_imported",
                         }))
                     })
                     .collect()
@@ -533,7 +542,7 @@ fn missing_keys(
             .zip(states)
             .any(|(e, (s, _))| e.record.alg == *alg && *s != KeyState::Revoked);
         if !has {
-            changes.push(new_key(*alg, now, policy.rsa_bits)?);
+            changes.push(new_key(*alg, now, policy.rsa_bits, "key_created")?);
         }
     }
     Ok(changes)
@@ -543,25 +552,27 @@ fn json(stored: &StoredKey) -> Result<String, KeysError> {
     serde_json::to_string(stored).map_err(|_| KeysError::Generate)
 }
 
-fn new_key(alg: SigningAlg, not_before: u64, rsa_bits: usize) -> Result<Change, KeysError> {
+fn new_key(
+    alg: SigningAlg,
+    not_before: u64,
+    rsa_bits: usize,
+    event: &'static str,
+) -> Result<Change, KeysError> {
     let generated = SigningKey::generate(alg, rsa_bits).map_err(|_| KeysError::Generate)?;
     Ok(Change::Add(NewKey {
         kid: generated.key.kid().to_owned(),
         alg,
         not_before,
         pkcs8: generated.pkcs8,
+        event,
     }))
 }
 
 fn audit(done: &Done, now: u64) {
     match done {
-        Done::Added(kid, alg, not_before) => {
-            let event = if *not_before <= now {
-                "key_created"
-            } else {
-                "key_rotated"
-            };
-            tracing::info!(target: AUDIT, event, outcome = "success", kid = %kid, alg = %alg, not_before, "signing key added to the ring");
+        Done::Added(kid, alg, not_before, event) => {
+            let starts_in = not_before.saturating_sub(now);
+            tracing::info!(target: AUDIT, event, outcome = "success", kid = %kid, alg = %alg, not_before, starts_in, "signing key added to the ring");
         }
         Done::Revoked(kid, alg) => {
             tracing::warn!(target: AUDIT, event = "key_revoked", outcome = "success", kid = %kid, alg = %alg, "signing key revoked: no longer published or trusted");
