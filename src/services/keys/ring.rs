@@ -478,10 +478,18 @@ impl KeyRing {
             return Ok(0);
         }
         let path = settings.data_dir.join("keys");
-        if !path.is_dir() || !self.entries().await?.1.is_empty() {
+        if !path.is_dir() {
             return Ok(0);
         }
         let local = Arc::new(DirRing::importing(path, self.kek.clone()));
+        if !self.entries().await?.1.is_empty() {
+            // Only listed, never opened: a stale local file must not stop
+            // an instance whose keys are the fleet's.
+            if !blocking(&local, |d| d.version()).await?.is_empty() {
+                tracing::warn!(dir = %local.path().display(), "the shared key ring has keys already; the local keys directory is not used");
+            }
+            return Ok(0);
+        }
         let (_, records) = blocking(&local, |d| d.load()).await?;
         let mut keys = Vec::new();
         for record in records.iter().filter(|r| r.revoked_at.is_none()) {
