@@ -2,8 +2,12 @@
 //! config file (`--config` or `AUTH_JIT_CONFIG`), then `.env`, then
 //! `AUTH_JIT_*` environment variables; later wins.
 //!
-//! A wrong value stops start-up with one line that names the variable and
-//! says what it expects; secret values are never echoed.
+//! The struct is the one list of settings: serde reads it (a missing value
+//! takes its [`Default`]), `auth-jit settings` prints it (secrets redacted),
+//! and [`Settings::finish`] checks the rules between values. Adding a
+//! setting is one field and its default. A wrong value stops start-up with
+//! one line that names the variable and says what it expects; secret values
+//! are never echoed.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use config::{Config, ConfigError, Environment as EnvSource, File, FileFormat};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::token::jws::SigningAlg;
 
@@ -25,7 +29,7 @@ pub const PREFIX: &str = "AUTH_JIT";
 
 /// Where the service runs; changes defaults that differ between a laptop and
 /// production (log format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     #[serde(alias = "development")]
@@ -36,8 +40,19 @@ pub enum Environment {
     Prod,
 }
 
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Test => "test",
+            Self::Staging => "staging",
+            Self::Prod => "prod",
+        }
+    }
+}
+
 /// How spans reach the OTLP endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OtlpProtocol {
     /// OTLP/gRPC (port 4317 by convention).
@@ -46,7 +61,16 @@ pub enum OtlpProtocol {
     Http,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -55,8 +79,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
 /// A value that must never be printed.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -67,13 +101,13 @@ impl Secret {
         &self.0
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.trim().is_empty()
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "\"\""
         } else {
             "[redacted]"
@@ -81,16 +115,65 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The settings of the service and of every command.
-#[derive(Debug, Clone)]
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+/// The key-encryption key: exactly 32 bytes, given in standard base64.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyEncryptionKey(pub [u8; 32]);
+
+impl fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyEncryptionKey([redacted])")
+    }
+}
+
+const KEK_EXPECTED: &str = "expected 32 bytes in standard base64 (openssl rand -base64 32)";
+
+impl KeyEncryptionKey {
+    fn parse(value: &str) -> Option<Self> {
+        STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+            .map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyEncryptionKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The message never carries the value.
+        let text = String::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom(KEK_EXPECTED))
+    }
+}
+
+impl Serialize for KeyEncryptionKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The settings of the service and of every command, in the order of the
+/// README's table. Each field is `AUTH_JIT_<FIELD>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
+    /// IP address to listen on.
     pub host: IpAddr,
     pub port: u16,
     pub environment: Environment,
     pub log_level: String,
-    pub log_format: LogFormat,
+    /// Empty: text in dev/test, json in staging/prod (see [`Settings::log_format`]).
+    #[serde(serialize_with = "empty_if_none")]
+    pub log_format: Option<LogFormat>,
+    /// The `iss` of every token; empty: `http://HOST:PORT`.
     pub issuer: String,
     pub data_dir: PathBuf,
+    /// Empty: `DATA_DIR/clients.toml`.
     pub clients_file: PathBuf,
     pub store_url: Secret,
     pub store_prefix: String,
@@ -107,13 +190,17 @@ pub struct Settings {
     pub jwks_max_age_secs: u64,
     /// Modulus size of new RSA (RS256/PS256) keys.
     pub rsa_bits: usize,
+    #[serde(serialize_with = "redacted_url")]
     pub otlp_endpoint: String,
     pub otlp_protocol: OtlpProtocol,
     /// Audit events are also appended here as JSON lines.
+    #[serde(serialize_with = "empty_if_none")]
     pub audit_log_file: Option<PathBuf>,
-    /// 32 bytes that encrypt private keys at rest, if configured.
+    /// 32 bytes that encrypt private keys at rest (or from `_FILE`).
+    #[serde(serialize_with = "empty_if_none")]
     pub key_encryption_key: Option<KeyEncryptionKey>,
-    /// Where the key-encryption key was read from, if from a file.
+    /// A file holding the key-encryption key.
+    #[serde(serialize_with = "empty_if_none")]
     pub key_encryption_key_file: Option<PathBuf>,
     pub rate_limit: u32,
     pub max_delegation_depth: usize,
@@ -122,48 +209,77 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
 }
 
-/// The key-encryption key: exactly 32 bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyEncryptionKey(pub [u8; 32]);
-
-impl fmt::Debug for KeyEncryptionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyEncryptionKey([redacted])")
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            environment: Environment::Dev,
+            log_level: "info".into(),
+            log_format: None,
+            issuer: String::new(),
+            data_dir: PathBuf::from("./data"),
+            clients_file: PathBuf::new(),
+            store_url: Secret::default(),
+            store_prefix: "auth-jit:".into(),
+            store_timeout_ms: 100,
+            default_ttl: 60,
+            max_ttl: 3600,
+            leeway: 5,
+            signing_alg: SigningAlg::EdDSA,
+            key_publish_secs: 330,
+            key_rotation_secs: 0,
+            jwks_max_age_secs: 300,
+            rsa_bits: 2048,
+            otlp_endpoint: String::new(),
+            otlp_protocol: OtlpProtocol::Grpc,
+            audit_log_file: None,
+            key_encryption_key: None,
+            key_encryption_key_file: None,
+            rate_limit: 100,
+            max_delegation_depth: 3,
+            max_body_bytes: 16 * 1024,
+            request_timeout_secs: 10,
+            shutdown_timeout_secs: 10,
+        }
     }
 }
 
-/// The raw, layered values before validation.
-#[derive(Debug, Deserialize)]
-struct Raw {
-    host: String,
-    port: u16,
-    environment: Environment,
-    log_level: String,
-    log_format: Option<LogFormat>,
-    issuer: Option<String>,
-    data_dir: PathBuf,
-    clients_file: Option<PathBuf>,
-    store_url: Option<String>,
-    store_prefix: String,
-    store_timeout_ms: u64,
-    default_ttl: u64,
-    max_ttl: u64,
-    leeway: u64,
-    signing_alg: String,
-    key_publish_secs: u64,
-    key_rotation_secs: u64,
-    jwks_max_age_secs: u64,
-    rsa_bits: usize,
-    otlp_endpoint: Option<String>,
-    otlp_protocol: OtlpProtocol,
-    audit_log_file: Option<PathBuf>,
-    key_encryption_key: Option<String>,
-    key_encryption_key_file: Option<PathBuf>,
-    rate_limit: u32,
-    max_delegation_depth: usize,
-    max_body_bytes: usize,
-    request_timeout_secs: u64,
-    shutdown_timeout_secs: u64,
+fn empty_if_none<T: Serialize, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => v.serialize(s),
+        None => s.serialize_str(""),
+    }
+}
+
+fn redacted_url<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_userinfo(value))
+}
+
+/// A JSON object's members in document order.
+struct Ordered(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    members.push(entry);
+                }
+                Ok(Ordered(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 /// A setting that is wrong, named as the operator writes it.
@@ -177,40 +293,6 @@ fn bad(key: &str, what: impl fmt::Display) -> SettingsError {
 
 /// Settings whose values must not appear in error messages.
 const SECRET_KEYS: [&str; 2] = ["key_encryption_key", "store_url"];
-
-/// `(name, default)` of every setting, in the order of the README table.
-/// `None` means empty / unset by default.
-pub const DEFAULTS: &[(&str, Option<&str>)] = &[
-    ("host", Some("127.0.0.1")),
-    ("port", Some("8000")),
-    ("environment", Some("dev")),
-    ("log_level", Some("info")),
-    ("log_format", None),
-    ("issuer", None),
-    ("data_dir", Some("./data")),
-    ("clients_file", None),
-    ("store_url", None),
-    ("store_prefix", Some("auth-jit:")),
-    ("store_timeout_ms", Some("100")),
-    ("default_ttl", Some("60")),
-    ("max_ttl", Some("3600")),
-    ("leeway", Some("5")),
-    ("signing_alg", Some("EdDSA")),
-    ("key_publish_secs", Some("330")),
-    ("key_rotation_secs", Some("0")),
-    ("jwks_max_age_secs", Some("300")),
-    ("rsa_bits", Some("2048")),
-    ("otlp_endpoint", None),
-    ("otlp_protocol", Some("grpc")),
-    ("audit_log_file", None),
-    ("key_encryption_key", None),
-    ("key_encryption_key_file", None),
-    ("rate_limit", Some("100")),
-    ("max_delegation_depth", Some("3")),
-    ("max_body_bytes", Some("16384")),
-    ("request_timeout_secs", Some("10")),
-    ("shutdown_timeout_secs", Some("10")),
-];
 
 impl Settings {
     /// Loads `.env` (if present) into the environment, then layers every
@@ -235,11 +317,6 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder();
-        for (key, default) in DEFAULTS {
-            if let Some(value) = default {
-                builder = builder.set_default(*key, *value).map_err(|e| bad(key, e))?;
-            }
-        }
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(SettingsError(format!(
@@ -252,23 +329,31 @@ impl Settings {
         // Only our prefix, and empty values count as unset.
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, v)| k.starts_with(&format!("{PREFIX}_")) && !v.is_empty())
+            .filter(|(k, v)| k.starts_with(&format!("{PREFIX}_")) && !v.trim().is_empty())
             .collect();
         builder = builder.add_source(
             EnvSource::with_prefix(PREFIX)
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let raw: Raw = builder
+        let settings: Settings = builder
             .build()
             .and_then(Config::try_deserialize)
-            .map_err(describe)?;
-        raw.validate()
+            .map_err(describe_error)?;
+        settings.finish()
     }
 
     /// `host:port` to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// The log format: as set, or by environment.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(match self.environment {
+            Environment::Prod | Environment::Staging => LogFormat::Json,
+            Environment::Dev | Environment::Test => LogFormat::Text,
+        })
     }
 
     /// Records the port actually bound (when `AUTH_JIT_PORT=0` asked the OS
@@ -282,74 +367,25 @@ impl Settings {
     }
 
     /// Every setting as `(AUTH_JIT_NAME, value)`, secrets redacted: what
-    /// `auth-jit settings` prints.
+    /// `auth-jit settings` prints, in the order of the struct.
     pub fn describe(&self) -> Vec<(String, String)> {
-        let secret = |set: bool| if set { "[redacted]" } else { "" }.to_owned();
-        let path = |p: &Path| p.display().to_string();
-        let values = [
-            ("host", self.host.to_string()),
-            ("port", self.port.to_string()),
-            (
-                "environment",
-                format!("{:?}", self.environment).to_lowercase(),
-            ),
-            ("log_level", self.log_level.clone()),
-            (
-                "log_format",
-                format!("{:?}", self.log_format).to_lowercase(),
-            ),
-            ("issuer", self.issuer.clone()),
-            ("data_dir", path(&self.data_dir)),
-            ("clients_file", path(&self.clients_file)),
-            ("store_url", secret(self.uses_redis())),
-            ("store_prefix", self.store_prefix.clone()),
-            ("store_timeout_ms", self.store_timeout_ms.to_string()),
-            ("default_ttl", self.default_ttl.to_string()),
-            ("max_ttl", self.max_ttl.to_string()),
-            ("leeway", self.leeway.to_string()),
-            ("signing_alg", self.signing_alg.to_string()),
-            ("key_publish_secs", self.key_publish_secs.to_string()),
-            ("key_rotation_secs", self.key_rotation_secs.to_string()),
-            ("jwks_max_age_secs", self.jwks_max_age_secs.to_string()),
-            ("rsa_bits", self.rsa_bits.to_string()),
-            ("otlp_endpoint", redact_userinfo(&self.otlp_endpoint)),
-            (
-                "otlp_protocol",
-                format!("{:?}", self.otlp_protocol).to_lowercase(),
-            ),
-            (
-                "audit_log_file",
-                self.audit_log_file.as_deref().map(path).unwrap_or_default(),
-            ),
-            (
-                "key_encryption_key",
-                secret(self.key_encryption_key.is_some()),
-            ),
-            (
-                "key_encryption_key_file",
-                self.key_encryption_key_file
-                    .as_deref()
-                    .map(path)
-                    .unwrap_or_default(),
-            ),
-            ("rate_limit", self.rate_limit.to_string()),
-            (
-                "max_delegation_depth",
-                self.max_delegation_depth.to_string(),
-            ),
-            ("max_body_bytes", self.max_body_bytes.to_string()),
-            (
-                "request_timeout_secs",
-                self.request_timeout_secs.to_string(),
-            ),
-            (
-                "shutdown_timeout_secs",
-                self.shutdown_timeout_secs.to_string(),
-            ),
-        ];
-        values
+        // serde_json writes fields in struct order; read them back in order.
+        let Ok(text) = serde_json::to_string(self) else {
+            return Vec::new();
+        };
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let Ok(Ordered(fields)) = Ordered::deserialize(&mut de) else {
+            return Vec::new();
+        };
+        fields
             .into_iter()
-            .map(|(k, v)| (format!("{PREFIX}_{}", k.to_ascii_uppercase()), v))
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (format!("{PREFIX}_{}", k.to_ascii_uppercase()), value)
+            })
             .collect()
     }
 
@@ -357,60 +393,16 @@ impl Settings {
     pub fn uses_redis(&self) -> bool {
         !self.store_url.is_empty()
     }
-}
 
-/// Turns a `config` error into one line naming the variable.
-fn describe(error: ConfigError) -> SettingsError {
-    match error {
-        ConfigError::Type {
-            key: Some(key),
-            unexpected,
-            expected,
-            ..
-        } => {
-            if SECRET_KEYS.contains(&key.as_str()) {
-                bad(&key, format_args!("expected {expected}"))
-            } else {
-                bad(&key, format_args!("expected {expected}, got {unexpected}"))
-            }
-        }
-        other => {
-            // Other errors (unknown enum variants, ...) end in
-            // "for key `name`": name the variable as the operator writes it.
-            let message = other.to_string();
-            match message.rsplit_once(" for key `") {
-                Some((what, key)) => bad(key.trim_end_matches('`'), what),
-                None => SettingsError(format!("invalid settings: {message}")),
-            }
-        }
-    }
-}
-
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.trim().is_empty())
-}
-
-impl Raw {
-    fn validate(self) -> Result<Settings, SettingsError> {
-        let host: IpAddr = self.host.parse().map_err(|_| {
-            bad(
-                "host",
-                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
-            )
-        })?;
+    /// Fills what derives from other settings and checks the rules between
+    /// values.
+    fn finish(mut self) -> Result<Self, SettingsError> {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(bad(
                 "log_level",
                 "expected a level (error, warn, info, debug, trace) or tracing directives",
             ));
         }
-        let signing_alg = SigningAlg::parse(&self.signing_alg).ok_or_else(|| {
-            let names: Vec<_> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
-            bad(
-                "signing_alg",
-                format_args!("expected one of {}", names.join(", ")),
-            )
-        })?;
         if self.max_ttl == 0 {
             return Err(bad("max_ttl", "expected a positive number of seconds"));
         }
@@ -438,6 +430,107 @@ impl Raw {
         if self.store_timeout_ms == 0 || self.store_timeout_ms > 60_000 {
             return Err(bad("store_timeout_ms", "expected 1 to 60000 milliseconds"));
         }
+        self.check_keys()?;
+        if self.max_delegation_depth > 10 {
+            return Err(bad(
+                "max_delegation_depth",
+                "expected 0 to 10 (0 turns token exchange off)",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max_body_bytes", "expected at least 1024 bytes"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(bad("request_timeout_secs", "expected at least 1 second"));
+        }
+        self.issuer = match self.issuer.trim() {
+            "" => default_issuer(self.host, self.port),
+            issuer => {
+                let url = url::Url::parse(issuer)
+                    .map_err(|_| bad("issuer", "expected an absolute http or https URL"))?;
+                if !matches!(url.scheme(), "http" | "https")
+                    || url.query().is_some()
+                    || url.fragment().is_some()
+                {
+                    return Err(bad(
+                        "issuer",
+                        "expected an http or https URL without query or fragment",
+                    ));
+                }
+                issuer.to_owned()
+            }
+        };
+        self.otlp_endpoint = self.otlp_endpoint.trim().to_owned();
+        if !self.otlp_endpoint.is_empty() {
+            let ok = url::Url::parse(&self.otlp_endpoint)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(bad(
+                    "otlp_endpoint",
+                    "expected empty (no export) or an http(s) URL such as http://localhost:4317",
+                ));
+            }
+        }
+        if self.uses_redis() {
+            let scheme_ok = url::Url::parse(self.store_url.expose().trim())
+                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                .unwrap_or(false);
+            if !scheme_ok {
+                return Err(bad(
+                    "store_url",
+                    "expected empty (embedded store) or a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        if self.store_prefix.is_empty() {
+            return Err(bad("store_prefix", "expected a non-empty prefix"));
+        }
+        self.key_encryption_key_file = self
+            .key_encryption_key_file
+            .take()
+            .filter(|p| !p.as_os_str().is_empty());
+        match (&self.key_encryption_key, &self.key_encryption_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "key_encryption_key",
+                    format_args!("set either it or {PREFIX}_KEY_ENCRYPTION_KEY_FILE, not both"),
+                ))
+            }
+            (None, Some(path)) => {
+                let value = std::fs::read_to_string(path).map_err(|e| {
+                    bad(
+                        "key_encryption_key_file",
+                        format_args!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                self.key_encryption_key = Some(
+                    KeyEncryptionKey::parse(&value)
+                        .ok_or_else(|| bad("key_encryption_key_file", KEK_EXPECTED))?,
+                );
+            }
+            _ => {}
+        }
+        if self.uses_redis() && self.key_encryption_key.is_none() {
+            return Err(bad(
+                "key_encryption_key",
+                format_args!(
+                    "required with a Redis store: the signing keys live in Redis, encrypted with it. Make one with `openssl rand -base64 32` and give the same value to every instance (or {PREFIX}_KEY_ENCRYPTION_KEY_FILE: a file holding it)"
+                ),
+            ));
+        }
+        if self.clients_file.as_os_str().is_empty() {
+            self.clients_file = self.data_dir.join("clients.toml");
+        }
+        self.audit_log_file = self
+            .audit_log_file
+            .take()
+            .filter(|p| !p.as_os_str().is_empty());
+        Ok(self)
+    }
+
+    /// The key settings that keep verifiers working through rotations.
+    fn check_keys(&self) -> Result<(), SettingsError> {
         if self.key_publish_secs > MAX_TTL_CEILING {
             return Err(bad("key_publish_secs", "expected 0 to 86400 seconds"));
         }
@@ -470,131 +563,35 @@ impl Raw {
         if ![2048, 3072, 4096].contains(&self.rsa_bits) {
             return Err(bad("rsa_bits", "expected 2048, 3072 or 4096"));
         }
-        if self.max_delegation_depth > 10 {
-            return Err(bad(
-                "max_delegation_depth",
-                "expected 0 to 10 (0 turns token exchange off)",
-            ));
-        }
-        if self.max_body_bytes < 1024 {
-            return Err(bad("max_body_bytes", "expected at least 1024 bytes"));
-        }
-        if self.request_timeout_secs == 0 {
-            return Err(bad("request_timeout_secs", "expected at least 1 second"));
-        }
-        let issuer = match non_empty(self.issuer) {
-            Some(issuer) => {
-                let url = url::Url::parse(&issuer)
-                    .map_err(|_| bad("issuer", "expected an absolute http or https URL"))?;
-                if !matches!(url.scheme(), "http" | "https")
-                    || url.query().is_some()
-                    || url.fragment().is_some()
-                {
-                    return Err(bad(
-                        "issuer",
-                        "expected an http or https URL without query or fragment",
-                    ));
-                }
-                issuer
-            }
-            None => default_issuer(host, self.port),
-        };
-        let otlp_endpoint = non_empty(self.otlp_endpoint).unwrap_or_default();
-        if !otlp_endpoint.is_empty() {
-            let ok = url::Url::parse(&otlp_endpoint)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .unwrap_or(false);
-            if !ok {
-                return Err(bad(
-                    "otlp_endpoint",
-                    "expected empty (no export) or an http(s) URL such as http://localhost:4317",
-                ));
+        Ok(())
+    }
+}
+
+/// Turns a `config` error into one line naming the variable.
+fn describe_error(error: ConfigError) -> SettingsError {
+    match error {
+        ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => {
+            if SECRET_KEYS.contains(&key.as_str()) {
+                bad(&key, format_args!("expected {expected}"))
+            } else {
+                bad(&key, format_args!("expected {expected}, got {unexpected}"))
             }
         }
-        let store_url = non_empty(self.store_url).unwrap_or_default();
-        if !store_url.is_empty() {
-            let scheme_ok = url::Url::parse(&store_url)
-                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
-                .unwrap_or(false);
-            if !scheme_ok {
-                return Err(bad(
-                    "store_url",
-                    "expected empty (embedded store) or a redis:// or rediss:// URL",
-                ));
+        other => {
+            // Other errors (unknown enum variants, bad addresses, ...) end
+            // in "for key `name`": name the variable as the operator writes
+            // it. A secret's own message never carries its value.
+            let message = other.to_string();
+            match message.rsplit_once(" for key `") {
+                Some((what, key)) => bad(key.trim_end_matches('`'), what),
+                None => SettingsError(format!("invalid settings: {message}")),
             }
         }
-        let key_encryption_key_file = self
-            .key_encryption_key_file
-            .filter(|p| !p.as_os_str().is_empty());
-        let key_encryption_key = match (
-            non_empty(self.key_encryption_key),
-            key_encryption_key_file.clone(),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "key_encryption_key",
-                    format_args!("set either it or {PREFIX}_KEY_ENCRYPTION_KEY_FILE, not both"),
-                ))
-            }
-            (Some(value), None) => Some(parse_kek("key_encryption_key", &value)?),
-            (None, Some(path)) => {
-                let value = std::fs::read_to_string(&path).map_err(|e| {
-                    bad(
-                        "key_encryption_key_file",
-                        format_args!("cannot read {}: {}", path.display(), e.kind()),
-                    )
-                })?;
-                Some(parse_kek("key_encryption_key_file", value.trim())?)
-            }
-            (None, None) => None,
-        };
-        if !store_url.is_empty() && key_encryption_key.is_none() {
-            return Err(bad(
-                "key_encryption_key",
-                format_args!(
-                    "required with a Redis store: the signing keys live in Redis, encrypted with it. Make one with `openssl rand -base64 32` and give the same value to every instance (or {PREFIX}_KEY_ENCRYPTION_KEY_FILE: a file holding it)"
-                ),
-            ));
-        }
-        let clients_file = self
-            .clients_file
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| self.data_dir.join("clients.toml"));
-        let log_format = self.log_format.unwrap_or(match self.environment {
-            Environment::Prod | Environment::Staging => LogFormat::Json,
-            Environment::Dev | Environment::Test => LogFormat::Text,
-        });
-        Ok(Settings {
-            host,
-            port: self.port,
-            environment: self.environment,
-            log_level: self.log_level,
-            log_format,
-            issuer,
-            data_dir: self.data_dir,
-            clients_file,
-            store_url: Secret::new(store_url),
-            store_prefix: self.store_prefix,
-            store_timeout_ms: self.store_timeout_ms,
-            default_ttl: self.default_ttl,
-            max_ttl: self.max_ttl,
-            leeway: self.leeway,
-            signing_alg,
-            key_publish_secs: self.key_publish_secs,
-            key_rotation_secs: self.key_rotation_secs,
-            jwks_max_age_secs: self.jwks_max_age_secs,
-            rsa_bits: self.rsa_bits,
-            otlp_endpoint,
-            otlp_protocol: self.otlp_protocol,
-            audit_log_file: self.audit_log_file.filter(|p| !p.as_os_str().is_empty()),
-            key_encryption_key,
-            key_encryption_key_file,
-            rate_limit: self.rate_limit,
-            max_delegation_depth: self.max_delegation_depth,
-            max_body_bytes: self.max_body_bytes,
-            request_timeout_secs: self.request_timeout_secs,
-            shutdown_timeout_secs: self.shutdown_timeout_secs,
-        })
     }
 }
 
@@ -615,20 +612,6 @@ fn default_issuer(host: IpAddr, port: u16) -> String {
         IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
         IpAddr::V4(v4) => format!("http://{v4}:{port}"),
     }
-}
-
-fn parse_kek(key: &str, value: &str) -> Result<KeyEncryptionKey, SettingsError> {
-    STANDARD
-        .decode(value)
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-        .map(KeyEncryptionKey)
-        .ok_or_else(|| {
-            bad(
-                key,
-                "expected 32 bytes in standard base64 (openssl rand -base64 32)",
-            )
-        })
 }
 
 #[cfg(test)]
@@ -660,19 +643,35 @@ mod tests {
         assert!(!s.uses_redis());
         assert_eq!((s.default_ttl, s.max_ttl, s.leeway), (60, 3600, 5));
         assert_eq!(s.signing_alg, SigningAlg::EdDSA);
-        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.log_format(), LogFormat::Text);
         assert!(s.key_encryption_key.is_none());
     }
 
     #[test]
-    fn describe_names_every_setting_once() {
+    fn describe_names_every_setting_once_in_order() {
         let s = load(&[]).expect("defaults");
         let names: Vec<String> = s.describe().into_iter().map(|(k, _)| k).collect();
-        let expected: Vec<String> = DEFAULTS
-            .iter()
-            .map(|(k, _)| format!("AUTH_JIT_{}", k.to_ascii_uppercase()))
-            .collect();
-        assert_eq!(names, expected);
+        assert_eq!(names.first().map(String::as_str), Some("AUTH_JIT_HOST"));
+        assert_eq!(
+            names.last().map(String::as_str),
+            Some("AUTH_JIT_SHUTDOWN_TIMEOUT_SECS")
+        );
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        // Every described name reads back: the list is the struct.
+        for (name, value) in s.describe() {
+            if value.is_empty() || value == "[redacted]" {
+                continue;
+            }
+            let again = load(&[(name.as_str(), value.as_str())]);
+            assert!(again.is_ok(), "{name}={value}: {:?}", again.err());
+        }
+        let described: std::collections::BTreeMap<_, _> = s.describe().into_iter().collect();
+        assert_eq!(described["AUTH_JIT_PORT"], "8000");
+        assert_eq!(described["AUTH_JIT_SIGNING_ALG"], "EdDSA");
+        assert_eq!(described["AUTH_JIT_ENVIRONMENT"], "dev");
+        assert_eq!(described["AUTH_JIT_LOG_FORMAT"], "");
+        assert_eq!(described["AUTH_JIT_CLIENTS_FILE"], "./data/clients.toml");
     }
 
     #[test]
@@ -696,7 +695,7 @@ mod tests {
         assert_eq!(s.default_ttl, 30);
         assert_eq!(s.signing_alg, SigningAlg::ES256);
         assert_eq!(s.issuer, "https://auth.example");
-        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.log_format(), LogFormat::Json);
         assert!(s.uses_redis());
     }
 

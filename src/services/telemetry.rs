@@ -78,7 +78,7 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_level));
     let ansi = std::io::stderr().is_terminal();
-    let logs = match settings.log_format {
+    let logs = match settings.log_format() {
         LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
@@ -183,7 +183,7 @@ fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryEr
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .with_attribute(KeyValue::new(
             "deployment.environment.name",
-            format!("{:?}", settings.environment).to_lowercase(),
+            settings.environment.as_str().to_owned(),
         ))
         .build();
     Ok(SdkTracerProvider::builder()
