@@ -207,6 +207,20 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
+    /// Connections served at once; more wait unaccepted.
+    pub max_connections: usize,
+    /// A connection must send its request head within this (idle
+    /// keep-alive connections are closed after it too).
+    pub header_timeout_secs: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Requests handled at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM, keep serving (not ready, `Connection: close`) this long.
+    pub drain_secs: u64,
+    /// Failed client authentications per minute, per client id and per
+    /// source address, before 429 (0: no limit).
+    pub auth_failure_limit: u32,
 }
 
 impl Default for Settings {
@@ -241,6 +255,12 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             request_timeout_secs: 10,
             shutdown_timeout_secs: 10,
+            max_connections: 1024,
+            header_timeout_secs: 5,
+            max_header_bytes: 16 * 1024,
+            max_concurrent_requests: 256,
+            drain_secs: 5,
+            auth_failure_limit: 10,
         }
     }
 }
@@ -442,6 +462,21 @@ impl Settings {
         }
         if self.request_timeout_secs == 0 {
             return Err(bad("request_timeout_secs", "expected at least 1 second"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max_connections", "expected at least 1"));
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(bad("max_concurrent_requests", "expected at least 1"));
+        }
+        if self.header_timeout_secs == 0 || self.header_timeout_secs > 300 {
+            return Err(bad("header_timeout_secs", "expected 1 to 300 seconds"));
+        }
+        if !(4096..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(bad("max_header_bytes", "expected 4096 to 1048576 bytes"));
+        }
+        if self.drain_secs > 600 {
+            return Err(bad("drain_secs", "expected 0 to 600 seconds"));
         }
         self.issuer = match self.issuer.trim() {
             "" => default_issuer(self.host, self.port),
@@ -654,7 +689,7 @@ mod tests {
         assert_eq!(names.first().map(String::as_str), Some("AUTH_JIT_HOST"));
         assert_eq!(
             names.last().map(String::as_str),
-            Some("AUTH_JIT_SHUTDOWN_TIMEOUT_SECS")
+            Some("AUTH_JIT_AUTH_FAILURE_LIMIT")
         );
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

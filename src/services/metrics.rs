@@ -17,6 +17,12 @@ pub const HTTP_DURATION: &str = "auth_jit_http_request_duration_seconds";
 pub const STORE_DURATION: &str = "auth_jit_store_call_duration_seconds";
 pub const STORE_ERRORS: &str = "auth_jit_store_errors_total";
 pub const KEY_AGE: &str = "auth_jit_signing_key_age_seconds";
+/// Requests answered 503 at once because the server was at capacity.
+pub const SHED: &str = "auth_jit_requests_shed_total";
+/// Client authentications answered 429 by the failure limit.
+pub const AUTH_THROTTLED: &str = "auth_jit_client_auth_throttled_total";
+/// Audit events dropped because the audit file writer fell behind.
+pub const AUDIT_DROPPED: &str = "auth_jit_audit_events_dropped_total";
 
 /// The process-wide recorder. The `metrics` facade is global by design, so
 /// the handle is too; installing twice (tests) returns the first.

@@ -11,6 +11,7 @@ use crate::services::clients::Clients;
 use crate::services::ratelimit::RateLimits;
 use crate::services::tokens::TokenService;
 use crate::settings::Settings;
+use crate::web::server::{Draining, Limits, Stop};
 
 /// Cheap handles shared by every request.
 #[derive(Clone)]
@@ -22,34 +23,28 @@ pub struct AppState {
     pub keys: Arc<crate::services::keys::KeyRing>,
     pub rate_limits: Arc<RateLimits>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Set on SIGTERM: readiness fails, responses close their connections.
+    pub draining: Draining,
+    /// Admits at most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` at once.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// Serves until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for at most `AUTH_JIT_SHUTDOWN_TIMEOUT_SECS`.
+/// Serves until `shutdown` completes, then drains and stops as
+/// [`server`](crate::web::server) describes.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_secs(state.settings.shutdown_timeout_secs);
+    let settings = Arc::clone(&state.settings);
+    let draining = state.draining.clone();
     let app = crate::web::api::router::router(state);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        let _ = stopping_tx.send(());
+    let limits = Limits {
+        max_connections: settings.max_connections,
+        header_timeout: Duration::from_secs(settings.header_timeout_secs),
+        max_header_bytes: settings.max_header_bytes,
+        drain: Duration::from_secs(settings.drain_secs),
+        shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(?grace, "drain timed out; dropping remaining connections"),
-    }
-    Ok(())
+    crate::web::server::serve(listener, app, limits, draining, shutdown).await
 }

@@ -21,6 +21,7 @@ use crate::token::clock::{Clock, SystemClock, SystemRandom};
 use crate::token::policy::TtlLimits;
 use crate::token::verify::Rules;
 use crate::web::application::{self, AppState};
+use crate::web::server::{Draining, Stop};
 
 /// A started application: its state and the background tasks it owns.
 pub struct Started {
@@ -108,6 +109,9 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         }
     }));
     let rate_limits = Arc::new(RateLimits::new(settings.rate_limit).with_store(store.clone()));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        settings.max_concurrent_requests,
+    ));
     Ok(Started {
         state: AppState {
             settings: Arc::new(settings),
@@ -116,6 +120,8 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             keys: ring,
             rate_limits,
             metrics: crate::services::metrics::install(),
+            draining: Draining::default(),
+            in_flight,
         },
         tasks,
     })
@@ -250,8 +256,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM (drain first) or SIGINT (Ctrl-C: stop now).
+pub async fn shutdown_signal() -> Stop {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -269,7 +275,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        () = ctrl_c => Stop::Interrupt,
+        () = terminate => Stop::Terminate,
     }
 }

@@ -4,3 +4,4 @@
 pub mod api;
 pub mod application;
 pub mod lifetime;
+pub mod server;

@@ -34,7 +34,9 @@ pub fn command(dir: &Path, env: &[(&str, String)]) -> Command {
         // The 100 ms default is for production; a loaded 2-core CI machine
         // running many servers at once can exceed it (TLS handshakes, fsync).
         // Tests that need a store failure stop the store instead.
-        .env("AUTH_JIT_STORE_TIMEOUT_MS", "2000");
+        .env("AUTH_JIT_STORE_TIMEOUT_MS", "2000")
+        // SIGTERM ends tests' servers: no drain unless a test asks for one.
+        .env("AUTH_JIT_DRAIN_SECS", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }

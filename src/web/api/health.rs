@@ -61,6 +61,25 @@ pub struct Readiness {
         (status = 503, description = "Not ready; `checks` says why", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.is_set() {
+        // Shutting down: load balancers must stop sending now.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(Readiness {
+                status: None,
+                error: Some("temporarily_unavailable"),
+                error_description: Some("draining: this instance is shutting down".into()),
+                store_kind: state.tokens.store().kind(),
+                checks: Checks {
+                    keys: "ok",
+                    clients: "ok",
+                    store: "ok",
+                },
+            }),
+        )
+            .into_response();
+    }
     let store_ok = state.tokens.store().ping().await.is_ok();
     let clients_ok = state.clients.is_healthy();
     // The last good key set still signs, but a ring that cannot be read

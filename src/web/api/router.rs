@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api();
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let body_limit = state.settings.max_body_bytes;
+    let shed_state = (state.in_flight.clone(), state.draining.clone());
     api.route("/", get(landing))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(not_found)
@@ -100,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         // Outside the limit and timeout layers, so their bare answers get
         // the JSON shape too.
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(shed_state, admit))
         .layer(middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -175,6 +178,44 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         "status" => response.status().as_u16().to_string(),
     )
     .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Load shedding and draining, in front of every handler.
+///
+/// At most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests are handled at once;
+/// one more is answered 503 with `Retry-After` at once, instead of queueing
+/// (a queue only turns overload into latency for everyone). Liveness and
+/// readiness are never shed: a load balancer must see the truth. While the
+/// server drains, every response asks the client to close the connection.
+async fn admit(
+    State((in_flight, draining)): State<(
+        std::sync::Arc<tokio::sync::Semaphore>,
+        crate::web::server::Draining,
+    )>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let exempt = matches!(request.uri().path(), "/api/health" | "/api/ready");
+    let permit = if exempt {
+        None
+    } else {
+        match in_flight.try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                metrics::counter!(crate::services::metrics::SHED).increment(1);
+                return ApiError::Unavailable("the server is at capacity; try again".into())
+                    .into_response();
+            }
+        }
+    };
+    let mut response = next.run(request).await;
+    drop(permit);
+    if draining.is_set() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
