@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::services::clients::{ClientEntry, ClientsFile};
-use crate::services::keys::{KeyRing, RingPolicy, PROPAGATION_SECS};
+use crate::services::keys::{KeyRing, RingPolicy};
 use crate::services::store::StoreHandle;
 use crate::settings::Settings;
 use crate::token::assertion::ClientKey;
@@ -290,12 +290,7 @@ async fn keys_command(settings: &Settings, command: KeysCommand) -> anyhow::Resu
     let now = SystemClock.now();
     match command {
         KeysCommand::Rotate { now: urgent } => {
-            let at = if urgent {
-                now
-            } else {
-                now + settings.key_publish_secs + PROPAGATION_SECS
-            };
-            for (kid, alg, not_before) in ring.rotate(&policy, now, at).await? {
+            for (kid, alg, not_before) in ring.rotate(&policy, now, urgent).await? {
                 eprintln!(
                     "next {alg} key {kid} added to {}; published now, signs from {not_before} (in {} s)",
                     ring.describe(),

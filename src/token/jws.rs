@@ -307,6 +307,18 @@ impl VerifyingKey {
         let Value::Object(map) = jwk else {
             return Err(KeyError::BadPublicKey("not a JSON object"));
         };
+        // A key meant for something else than verifying signatures.
+        if map.get("use").is_some_and(|u| u != "sig") {
+            return Err(KeyError::BadPublicKey("use must be sig"));
+        }
+        if let Some(ops) = map.get("key_ops") {
+            let verifies = ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|o| o == "verify"));
+            if !verifies {
+                return Err(KeyError::BadPublicKey("key_ops must include verify"));
+            }
+        }
         for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
             if map.contains_key(private) {
                 return Err(KeyError::BadPublicKey(
@@ -521,8 +533,10 @@ impl<'a> Jws<'a> {
         let bytes = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| JwsError::Malformed("the header is not base64url"))?;
-        let map: Map<String, Value> = serde_json::from_slice(&bytes)
-            .map_err(|_| JwsError::Malformed("the header is not a JSON object"))?;
+        let map = json_object(&bytes).map_err(|e| match e {
+            ObjectError::Duplicate => JwsError::Malformed("a header parameter is repeated"),
+            ObjectError::Invalid => JwsError::Malformed("the header is not a JSON object"),
+        })?;
         for name in map.keys() {
             match name.as_str() {
                 "alg" | "typ" | "kid" => {}
@@ -569,9 +583,46 @@ impl<'a> Jws<'a> {
         let payload = URL_SAFE_NO_PAD
             .decode(self.payload)
             .map_err(|_| JwsError::Malformed("the payload is not base64url"))?;
-        serde_json::from_slice(&payload)
-            .map_err(|_| JwsError::Malformed("the payload is not a JSON object"))
+        json_object(&payload).map_err(|e| match e {
+            ObjectError::Duplicate => JwsError::Malformed("a claim is repeated"),
+            ObjectError::Invalid => JwsError::Malformed("the payload is not a JSON object"),
+        })
     }
+}
+
+enum ObjectError {
+    Duplicate,
+    Invalid,
+}
+
+/// A JSON object whose member names are unique. serde_json keeps the last
+/// of two equal names; another parser may keep the first, so a repeated
+/// name could mean different things to us and to a verifier downstream.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ObjectError> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = Option<Map<String, Value>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut access: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map = Map::new();
+            while let Some((name, value)) = access.next_entry::<String, Value>()? {
+                if map.insert(name, value).is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(map))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed =
+        serde::Deserializer::deserialize_map(&mut de, Unique).map_err(|_| ObjectError::Invalid)?;
+    de.end().map_err(|_| ObjectError::Invalid)?;
+    parsed.ok_or(ObjectError::Duplicate)
 }
 
 /// Reads the payload of a JWS without checking anything: only to find the
@@ -722,6 +773,36 @@ mod tests {
     }
 
     #[test]
+    fn repeated_names_are_refused_in_header_and_payload() {
+        let key = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("key")
+            .key;
+        let header = format!(
+            r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"x","kid":"{}"}}"#,
+            key.kid()
+        );
+        let token = format!("{}.{}.sig", URL_SAFE_NO_PAD.encode(header), b64(&json!({})));
+        assert_eq!(
+            parse(&token).map(|_| ()),
+            Err(JwsError::Malformed("a header parameter is repeated"))
+        );
+        // A payload with `sub` twice, signed with the real key.
+        let good = key.sign(&json!({})).expect("sign");
+        let head = good.split('.').next().expect("header");
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"a","sub":"b"}"#);
+        let input = format!("{head}.{payload}");
+        let forged_sig = match &key.pair {
+            Pair::Ed(pair) => URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes()).as_ref()),
+            _ => unreachable!(),
+        };
+        let token = format!("{input}.{forged_sig}");
+        assert_eq!(
+            parse(&token).and_then(|j| j.verify(key.verifying_key())),
+            Err(JwsError::Malformed("a claim is repeated"))
+        );
+    }
+
+    #[test]
     fn garbage_is_malformed_not_a_panic() {
         for t in [
             "",
@@ -745,6 +826,8 @@ mod tests {
             json!({"kty":"OKP","crv":"X25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
             json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"ES256"}),
             json!("not an object"),
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"enc"}),
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","key_ops":["encrypt"]}),
         ] {
             assert!(VerifyingKey::from_jwk(&jwk).is_err(), "{jwk}");
         }

@@ -139,7 +139,7 @@ async fn open_ring(
     clients: &Clients,
     clock: &dyn Clock,
 ) -> anyhow::Result<(KeySet, bool)> {
-    match load_ring(ring, settings, clients, clock.now(), false).await {
+    match load_ring(ring, settings, clients, clock.now()).await {
         Ok(keys) => Ok((keys, true)),
         Err(e @ (KeysError::Store(_) | KeysError::Contended)) => {
             tracing::warn!(error = %e, "key ring not readable yet: starting without keys, not ready");
@@ -155,19 +155,16 @@ async fn load_ring(
     settings: &Settings,
     clients: &Clients,
     now: u64,
-    imported: bool,
 ) -> Result<KeySet, KeysError> {
-    if !imported {
-        let n = ring.import_dir(settings, now).await?;
-        if n > 0 {
-            tracing::info!(
-                target: crate::services::telemetry::AUDIT,
-                event = "keys_imported",
-                outcome = "success",
-                keys = n,
-                "keys directory imported into the shared key ring"
-            );
-        }
+    let n = ring.import_dir(settings, now).await?;
+    if n > 0 {
+        tracing::info!(
+            target: crate::services::telemetry::AUDIT,
+            event = "keys_imported",
+            outcome = "success",
+            keys = n,
+            "keys directory imported into the shared key ring"
+        );
     }
     let policy = RingPolicy::new(settings, clients.audience_algs());
     ring.ensure(&policy, now).await?;
@@ -192,47 +189,59 @@ async fn watch_keys(
         tick.tick().await;
         let now = clock.now();
         let policy = RingPolicy::new(&settings, clients.audience_algs());
+        let mut errors = Vec::new();
         let result = if loaded {
-            match ring.maintain(&policy, now).await {
-                Ok(_) => ring.key_set(&policy, now).await,
-                Err(e) => Err(e),
+            // A failed change (a read-only directory, a store that refuses
+            // writes) must not freeze the set: revocations still apply.
+            if let Err(e) = ring.maintain(&policy, now).await {
+                errors.push(format!("key ring update: {e}"));
             }
+            ring.key_set(&policy, now).await
         } else {
-            load_ring(&ring, &settings, &clients, now, false).await
+            load_ring(&ring, &settings, &clients, now).await
         };
         loaded |= result.is_ok();
+        if let Some(e) = ring.health().error {
+            errors.push(format!(
+                "key ring unreadable, keys as last read stay in use: {e}"
+            ));
+        }
         match result {
-            Ok(keys) => {
-                last_error.clear();
-                let current = tokens.keys();
-                if keys.differs_from(&current) {
-                    let previous = tokens.replace_keys(keys);
-                    let installed = tokens.keys();
-                    for alg in &policy.in_use {
-                        let new = installed.active_for(*alg).map(|k| k.kid().to_owned());
-                        let old = previous.active_for(*alg).map(|k| k.kid().to_owned());
-                        if let (Some(new), true) = (&new, new != old) {
-                            tracing::info!(
-                                target: crate::services::telemetry::AUDIT,
-                                event = "key_activated",
-                                outcome = "success",
-                                kid = %new,
-                                alg = %alg,
-                                previous = old.as_deref().unwrap_or(""),
-                                "a new signing key is active"
-                            );
-                        }
-                    }
-                }
-            }
+            Ok(keys) => install(&tokens, keys, &policy),
             // Trust is never widened by a broken ring: the last good set stays.
-            Err(e) => {
-                let message = e.to_string();
-                if message != last_error {
-                    tracing::error!(error = %message, "key ring unreadable; keeping the loaded keys");
-                    last_error = message;
-                }
+            Err(e) => errors.push(format!("key set: {e}")),
+        }
+        let message = errors.join("; ");
+        if message != last_error {
+            if !message.is_empty() {
+                tracing::error!(error = %message, "key ring trouble");
             }
+            last_error = message;
+        }
+    }
+}
+
+/// Installs `keys` if they differ from the current set; audits each
+/// algorithm whose signing key changed.
+fn install(tokens: &TokenService, keys: KeySet, policy: &RingPolicy) {
+    if !keys.differs_from(&tokens.keys()) {
+        return;
+    }
+    let previous = tokens.replace_keys(keys);
+    let installed = tokens.keys();
+    for alg in &policy.in_use {
+        let new = installed.active_for(*alg).map(|k| k.kid().to_owned());
+        let old = previous.active_for(*alg).map(|k| k.kid().to_owned());
+        if let (Some(new), true) = (&new, new != old) {
+            tracing::info!(
+                target: crate::services::telemetry::AUDIT,
+                event = "key_activated",
+                outcome = "success",
+                kid = %new,
+                alg = %alg,
+                previous = old.as_deref().unwrap_or(""),
+                "a new signing key is active"
+            );
         }
     }
 }

@@ -174,15 +174,17 @@ impl DirRing {
                     };
                     let path = self.dir.join(&name);
                     let contents = match &self.kek {
-                        Some(kek) => {
-                            seal::seal(kek, &name, &new.pkcs8).ok_or(KeysError::Generate)?
-                        }
+                        Some(kek) => seal::seal(kek, &name, &new.pkcs8)
+                            .ok_or(KeysError::Internal("sealing a key failed"))?,
                         None => new.pkcs8.clone(),
                     };
-                    write_private_file(&path, &contents).map_err(io_error_at(&path))?;
+                    write_atomically(&self.dir, &path, &contents)?;
                 }
                 Change::Revoke { record, at } => {
-                    let kid = record.kid.clone().unwrap_or_default();
+                    let kid = record
+                        .kid
+                        .clone()
+                        .ok_or(KeysError::Internal("revoking a key of unknown kid"))?;
                     let marker = Marker {
                         kid: kid.clone(),
                         alg: record.alg,
@@ -190,11 +192,11 @@ impl DirRing {
                         revoked_at: *at,
                     };
                     let path = self.dir.join(format!("{kid}.revoked"));
-                    let body = serde_json::to_vec(&marker).map_err(|_| KeysError::Generate)?;
-                    match write_private_file(&path, &body) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io_error_at(&path)(e)),
+                    let body = serde_json::to_vec(&marker).map_err(|_| {
+                        KeysError::Internal("a revocation marker does not serialize")
+                    })?;
+                    if !path.exists() {
+                        write_atomically(&self.dir, &path, &body)?;
                     }
                     if record.material.is_some() {
                         let key_file = self.dir.join(&record.id);
@@ -213,6 +215,41 @@ impl DirRing {
         }
         Ok(true)
     }
+}
+
+/// Marks the directory as imported into the shared ring, so it is never
+/// imported again (say after the ring was deleted to start anew).
+const IMPORTED: &str = ".imported";
+
+impl DirRing {
+    pub fn is_imported(&self) -> bool {
+        self.dir.join(IMPORTED).exists()
+    }
+
+    pub fn mark_imported(&self) -> Result<(), KeysError> {
+        let path = self.dir.join(IMPORTED);
+        let text = "these keys were imported into the shared key ring; they are not read again\n";
+        match write_private_file(&path, text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io_error_at(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes a key or marker under a temporary name, then renames it into
+/// place, so a reader never sees half a file (temporary names end in none
+/// of the suffixes the ring reads).
+fn write_atomically(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), KeysError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, contents).map_err(io_error_at(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_error_at(path))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn is_ring_file(name: &str) -> bool {

@@ -20,6 +20,7 @@
 mod dir;
 mod ring;
 mod seal;
+mod shared;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -59,6 +60,8 @@ pub enum KeysError {
     Plaintext(PathBuf),
     #[error("could not generate a signing key")]
     Generate,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("no usable {0} signing key in the key ring")]
     NoKey(SigningAlg),
     #[error("the key ring in the store: {0}")]
@@ -218,6 +221,12 @@ pub struct RingPolicy {
 }
 
 impl RingPolicy {
+    /// How long before it signs a rotated key is published: the publish
+    /// lead plus the time a change takes to reach every instance.
+    pub fn lead(&self) -> u64 {
+        self.publish_secs + PROPAGATION_SECS
+    }
+
     pub fn new(settings: &Settings, audience_algs: impl IntoIterator<Item = SigningAlg>) -> Self {
         let mut in_use: BTreeSet<SigningAlg> = audience_algs.into_iter().collect();
         in_use.insert(settings.signing_alg);
@@ -227,7 +236,7 @@ impl RingPolicy {
             rsa_bits: settings.rsa_bits,
             publish_secs: settings.key_publish_secs,
             rotation_secs: settings.key_rotation_secs,
-            retire_after: crate::settings::MAX_TTL_CEILING.min(settings.max_ttl) + settings.leeway,
+            retire_after: settings.max_ttl + settings.leeway,
         }
     }
 }
@@ -263,29 +272,42 @@ impl Entry {
 
 /// The state of every entry at `now`, with the instant each replaced key
 /// was replaced. Entries must be sorted by (not-before, kid).
-pub(crate) fn states(entries: &[Entry], policy: &RingPolicy, now: u64) -> Vec<(KeyState, u64)> {
+///
+/// Only the ring decides, never an instance's settings, so every instance
+/// computes the same states: per algorithm, the newest key whose time has
+/// come signs; if that key is revoked, none does (an older key is never
+/// brought back). Every older key was replaced when the next one of its
+/// algorithm began, and expires `retire_after` later. A key whose
+/// algorithm nobody uses any more stays active until it is revoked.
+pub(crate) fn states(entries: &[Entry], retire_after: u64, now: u64) -> Vec<(KeyState, u64)> {
     let revoked: BTreeSet<&str> = entries
         .iter()
         .filter(|e| e.record.revoked_at.is_some())
         .map(Entry::kid)
         .collect();
     let live = |e: &Entry| e.key.is_some() && !revoked.contains(e.kid());
+    let mut newest_started: BTreeMap<SigningAlg, usize> = BTreeMap::new();
+    let mut first_live: BTreeMap<SigningAlg, usize> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.record.not_before <= now {
+            newest_started.insert(e.record.alg, i);
+        }
+        if live(e) {
+            first_live.entry(e.record.alg).or_insert(i);
+        }
+    }
     let mut active: BTreeMap<SigningAlg, usize> = BTreeMap::new();
-    for alg in &policy.in_use {
-        let of_alg = || {
-            entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.record.alg == *alg && live(e))
-        };
-        // The newest key whose time has come; if every key of the
-        // algorithm lies in the future (clock trouble), the earliest.
-        let pick = of_alg()
-            .rfind(|(_, e)| e.record.not_before <= now)
-            .or_else(|| of_alg().next())
-            .map(|(i, _)| i);
-        if let Some(i) = pick {
-            active.insert(*alg, i);
+    for (alg, first) in &first_live {
+        match newest_started.get(alg) {
+            Some(&i) if live(&entries[i]) => {
+                active.insert(*alg, i);
+            }
+            Some(_) => {}
+            // Every key of the algorithm lies in the future (clock
+            // trouble): the earliest signs.
+            None => {
+                active.insert(*alg, *first);
+            }
         }
     }
     entries
@@ -301,18 +323,13 @@ pub(crate) fn states(entries: &[Entry], policy: &RingPolicy, now: u64) -> Vec<(K
             if e.record.not_before > now {
                 return (KeyState::Next, 0);
             }
-            // Replaced when the next key in line began to sign: one of its
-            // own algorithm, or any signing key if its algorithm is no
-            // longer used.
-            let orphan = !policy.in_use.contains(&e.record.alg);
             let replaced_at = entries[i + 1..]
                 .iter()
-                .filter(|n| live(n) && n.record.not_before <= now)
-                .filter(|n| n.record.alg == e.record.alg || orphan)
+                .filter(|n| n.record.alg == e.record.alg && n.record.not_before <= now)
                 .map(|n| n.record.not_before)
                 .next()
                 .unwrap_or(now);
-            if now >= replaced_at.saturating_add(policy.retire_after) {
+            if now >= replaced_at.saturating_add(retire_after) {
                 (KeyState::Expired, replaced_at)
             } else {
                 (KeyState::Retired, replaced_at)
@@ -324,7 +341,7 @@ pub(crate) fn states(entries: &[Entry], policy: &RingPolicy, now: u64) -> Vec<(K
 /// The JWKS as served: the body and its entity tag.
 #[derive(Debug, Clone)]
 pub struct Jwks {
-    pub body: axum::body::Bytes,
+    pub body: bytes::Bytes,
     pub etag: String,
 }
 
@@ -353,7 +370,7 @@ impl KeySet {
         policy: &RingPolicy,
         now: u64,
     ) -> Result<Self, KeysError> {
-        let states = states(entries, policy, now);
+        let states = states(entries, policy.retire_after, now);
         let mut active = BTreeMap::new();
         let mut verifying = HashMap::new();
         let mut keys = Vec::new();
@@ -378,8 +395,8 @@ impl KeySet {
                 .cloned()
                 .ok_or(KeysError::NoKey(policy.default_alg))?,
         );
-        let body: axum::body::Bytes = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
-            .map_err(|_| KeysError::Generate)?
+        let body: bytes::Bytes = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
+            .map_err(|_| KeysError::Internal("the JWKS does not serialize"))?
             .into();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
         use base64::Engine;
@@ -403,7 +420,7 @@ impl KeySet {
             active: BTreeMap::new(),
             verifying: HashMap::new(),
             jwks: Jwks {
-                body: axum::body::Bytes::from_static(br#"{"keys":[]}"#),
+                body: bytes::Bytes::from_static(br#"{"keys":[]}"#),
                 etag: "\"empty\"".to_owned(),
             },
             info: Vec::new(),

@@ -4,47 +4,26 @@
 //!
 //! Reading is cheap on purpose: a poll asks only for the version, and a new
 //! version re-parses only the keys it has not seen (a key is decrypted,
-//! parsed and probed once per process).
+//! parsed and probed once per process). Changes are planned from the ring
+//! as read, as steps; new keys are generated off the async threads (an RSA
+//! key takes a while), then committed only if nobody changed the ring in
+//! between.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
-
 use super::dir::DirRing;
-use super::{
-    seal, states, Change, Entry, KeyInfo, KeyRecord, KeySet, KeyState, KeysError, Material,
-};
-use super::{NewKey, RingPolicy, PROPAGATION_SECS};
+use super::shared::SharedRing;
+use super::{seal, states, Change, Entry, KeyInfo, KeyRecord, KeySet, KeyState, KeysError};
+use super::{Material, NewKey, RingPolicy};
 use crate::services::store::StoreHandle;
 use crate::services::telemetry::AUDIT;
 use crate::settings::{KeyEncryptionKey, Settings};
 use crate::token::jws::{SigningAlg, SigningKey};
 
-/// A key as the shared store holds it (one field of the ring's hash).
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    kid: String,
-    alg: SigningAlg,
-    not_before: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    revoked_at: Option<u64>,
-    /// base64 of nonce || AES-256-GCM ciphertext || tag; gone once revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sealed: Option<String>,
-}
-
-/// What a sealed key in the store is bound to: moving it under another
-/// kid, algorithm or not-before makes it fail to open.
-fn store_aad(kid: &str, alg: SigningAlg, not_before: u64) -> String {
-    format!("auth-jit-key:v1:{kid}:{alg}:{not_before}")
-}
-
 enum Backend {
     Dir(Arc<DirRing>),
-    Store(StoreHandle),
+    Shared(SharedRing),
 }
 
 #[derive(Default)]
@@ -61,16 +40,27 @@ pub struct RingHealth {
     pub error: Option<String>,
 }
 
-/// What a committed change did, for the audit trail (no key material).
-enum Done {
-    Added(String, SigningAlg, u64, &'static str),
-    Revoked(String, SigningAlg),
-    Dropped(String),
+/// One planned change; `Add` becomes a key only when committed.
+enum Step {
+    Add {
+        alg: SigningAlg,
+        not_before: u64,
+        event: &'static str,
+    },
+    Import(NewKey),
+    Revoke {
+        record: KeyRecord,
+        at: u64,
+    },
+    Drop {
+        id: String,
+    },
 }
 
 pub struct KeyRing {
     backend: Backend,
     kek: Option<KeyEncryptionKey>,
+    rsa_bits: usize,
     cache: Mutex<Cache>,
     health: Mutex<RingHealth>,
 }
@@ -81,7 +71,7 @@ impl KeyRing {
     /// not open the embedded store, which the server holds).
     pub fn open(settings: &Settings, store: Option<&StoreHandle>) -> Self {
         let backend = match store {
-            Some(store) if store.is_shared() => Backend::Store(store.clone()),
+            Some(store) if store.is_shared() => Backend::Shared(SharedRing::new(store.clone())),
             _ => Backend::Dir(Arc::new(DirRing::new(
                 settings.data_dir.join("keys"),
                 settings.key_encryption_key.clone(),
@@ -90,6 +80,7 @@ impl KeyRing {
         Self {
             backend,
             kek: settings.key_encryption_key.clone(),
+            rsa_bits: settings.rsa_bits,
             cache: Mutex::new(Cache::default()),
             health: Mutex::new(RingHealth::default()),
         }
@@ -99,7 +90,7 @@ impl KeyRing {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Dir(dir) => dir.path().display().to_string(),
-            Backend::Store(store) => format!("the {} store", store.kind()),
+            Backend::Shared(shared) => format!("the {} store", shared.kind()),
         }
     }
 
@@ -116,43 +107,14 @@ impl KeyRing {
     async fn version(&self) -> Result<String, KeysError> {
         match &self.backend {
             Backend::Dir(dir) => blocking(dir, |d| d.version()).await,
-            Backend::Store(store) => Ok(store.ring_version().await?),
+            Backend::Shared(shared) => shared.version().await,
         }
     }
 
     async fn load(&self) -> Result<(String, Vec<KeyRecord>), KeysError> {
         match &self.backend {
             Backend::Dir(dir) => blocking(dir, |d| d.load()).await,
-            Backend::Store(store) => {
-                let (version, fields) = store.ring_load().await?;
-                let records = fields
-                    .into_iter()
-                    .map(|(field, json)| {
-                        let stored: StoredKey = serde_json::from_str(&json)
-                            .map_err(|_| KeysError::InvalidRecord(field.clone()))?;
-                        let material = match &stored.sealed {
-                            None => None,
-                            Some(b64) => Some(Material {
-                                bytes: STANDARD
-                                    .decode(b64)
-                                    .map_err(|_| KeysError::InvalidRecord(field.clone()))?,
-                                aad: store_aad(&stored.kid, stored.alg, stored.not_before),
-                                encrypted: true,
-                            }),
-                        };
-                        Ok(KeyRecord {
-                            id: stored.kid.clone(),
-                            kid: Some(stored.kid),
-                            alg: stored.alg,
-                            not_before: stored.not_before,
-                            revoked_at: stored.revoked_at,
-                            material,
-                            location: store.kind().to_owned(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, KeysError>>()?;
-                Ok((version, records))
-            }
+            Backend::Shared(shared) => shared.load().await,
         }
     }
 
@@ -162,55 +124,19 @@ impl KeyRing {
                 let expected = expected.to_owned();
                 blocking(dir, move |d| d.commit(&expected, &changes)).await
             }
-            Backend::Store(store) => {
-                let kek = self.kek.as_ref().ok_or_else(|| {
-                    KeysError::NeedsKek("a new key for the shared store".to_owned())
-                })?;
-                let mut put = Vec::new();
-                let mut delete = Vec::new();
-                for change in changes {
-                    match change {
-                        Change::Add(new) => {
-                            let aad = store_aad(&new.kid, new.alg, new.not_before);
-                            let sealed =
-                                seal::seal(kek, &aad, &new.pkcs8).ok_or(KeysError::Generate)?;
-                            let stored = StoredKey {
-                                kid: new.kid.clone(),
-                                alg: new.alg,
-                                not_before: new.not_before,
-                                revoked_at: None,
-                                sealed: Some(STANDARD.encode(sealed)),
-                            };
-                            put.push((new.kid, json(&stored)?));
-                        }
-                        Change::Revoke { record, at } => {
-                            let kid = record.kid.clone().unwrap_or(record.id.clone());
-                            let stored = StoredKey {
-                                kid: kid.clone(),
-                                alg: record.alg,
-                                not_before: record.not_before,
-                                revoked_at: Some(at),
-                                sealed: None,
-                            };
-                            put.push((kid, json(&stored)?));
-                        }
-                        Change::Drop { id } => delete.push(id),
-                    }
-                }
-                Ok(store.ring_commit(expected, &put, &delete).await?)
-            }
+            Backend::Shared(shared) => shared.commit(self.kek.as_ref(), expected, changes).await,
         }
     }
 
     /// The ring's entries, sorted by (not-before, kid); re-read only when
     /// its version moved, re-parsing only new keys.
     pub(crate) async fn entries(&self) -> Result<(String, Vec<Entry>), KeysError> {
-        let result = self.entries_inner().await;
+        let result = self.read_entries().await;
         self.set_health(result.as_ref().err().map(ToString::to_string));
         result
     }
 
-    async fn entries_inner(&self) -> Result<(String, Vec<Entry>), KeysError> {
+    async fn read_entries(&self) -> Result<(String, Vec<Entry>), KeysError> {
         let version = self.version().await?;
         let cached = self.cache.lock().ok().and_then(|c| {
             (c.version.as_deref() == Some(version.as_str()))
@@ -229,24 +155,16 @@ impl KeyRing {
             }
         };
         let mut parsed = HashMap::new();
-        let mut entries = Vec::with_capacity(records.len());
         for record in &records {
-            let key = match &record.material {
-                None => None,
-                Some(material) => Some(match known.get(&record.id) {
+            if let Some(material) = &record.material {
+                let key = match known.get(&record.id) {
                     Some(key) => Arc::clone(key),
                     None => Arc::new(self.open_key(record, material)?),
-                }),
-            };
-            if let Some(key) = &key {
-                parsed.insert(record.id.clone(), Arc::clone(key));
+                };
+                parsed.insert(record.id.clone(), key);
             }
-            entries.push(Entry {
-                record: record.clone(),
-                key,
-            });
         }
-        entries.sort_by(|a, b| (a.record.not_before, a.kid()).cmp(&(b.record.not_before, b.kid())));
+        let entries = sorted_entries(&records, &parsed);
         if let Ok(mut cache) = self.cache.lock() {
             *cache = Cache {
                 version: Some(version.clone()),
@@ -255,6 +173,13 @@ impl KeyRing {
             };
         }
         Ok((version, entries))
+    }
+
+    /// The entries last read, for when the ring cannot be read now.
+    fn cached_entries(&self) -> Option<Vec<Entry>> {
+        let cache = self.cache.lock().ok()?;
+        cache.version.as_ref()?;
+        Some(sorted_entries(&cache.records, &cache.parsed))
     }
 
     /// The PKCS#8 document of a record.
@@ -283,7 +208,7 @@ impl KeyRing {
     /// Every key with its state at `now` (`auth-jit keys list`).
     pub async fn list(&self, policy: &RingPolicy, now: u64) -> Result<Vec<KeyInfo>, KeysError> {
         let (_, entries) = self.entries().await?;
-        let states = states(&entries, policy, now);
+        let states = states(&entries, policy.retire_after, now);
         Ok(entries
             .iter()
             .zip(&states)
@@ -291,48 +216,41 @@ impl KeyRing {
             .collect())
     }
 
-    /// The key set at `now`.
+    /// The key set at `now`. When the ring cannot be read, the set is
+    /// built from the ring as last read (so keys still start and retire on
+    /// time) and [`health`](Self::health) reports the error.
     pub async fn key_set(&self, policy: &RingPolicy, now: u64) -> Result<KeySet, KeysError> {
-        let (_, entries) = self.entries().await?;
-        KeySet::build(&entries, policy, now)
+        match self.entries().await {
+            Ok((_, entries)) => KeySet::build(&entries, policy, now),
+            Err(e) => match self.cached_entries() {
+                Some(entries) => KeySet::build(&entries, policy, now),
+                None => Err(e),
+            },
+        }
     }
 
-    /// Applies the changes `plan` makes of the current ring, as one
+    /// Applies the steps `plan` makes of the current ring as one
     /// compare-and-set; re-plans on a conflict with another writer.
-    async fn update<F>(
-        &self,
-        now: u64,
-        policy: &RingPolicy,
-        mut plan: F,
-    ) -> Result<usize, KeysError>
+    async fn update<F>(&self, now: u64, retire_after: u64, mut plan: F) -> Result<usize, KeysError>
     where
-        F: FnMut(&[Entry], &[(KeyState, u64)]) -> Result<Vec<Change>, KeysError>,
+        F: FnMut(&[Entry], &[(KeyState, u64)]) -> Result<Vec<Step>, KeysError>,
     {
         for attempt in 0..8u64 {
             // The version check makes the cached entries exactly current;
             // a stale plan only loses the compare-and-set below.
             let (version, entries) = self.entries().await?;
-            let changes = plan(&entries, &states(&entries, policy, now))?;
-            if changes.is_empty() {
+            let steps = plan(&entries, &states(&entries, retire_after, now))?;
+            if steps.is_empty() {
                 return Ok(0);
             }
-            let done: Vec<Done> = changes
-                .iter()
-                .map(|c| match c {
-                    Change::Add(new) => {
-                        Done::Added(new.kid.clone(), new.alg, new.not_before, new.event)
-                    }
-                    Change::Revoke { record, .. } => {
-                        Done::Revoked(record.kid.clone().unwrap_or(record.id.clone()), record.alg)
-                    }
-                    Change::Drop { id } => Done::Dropped(id.clone()),
-                })
-                .collect();
+            let changes = self.materialize(steps).await?;
+            let count = changes.len();
+            let done: Vec<Done> = changes.iter().map(Done::of).collect();
             if self.commit(&version, changes).await? {
                 for d in &done {
-                    audit(d, now);
+                    d.audit(now);
                 }
-                return Ok(done.len());
+                return Ok(count);
             }
             // Another instance changed the ring first: look again.
             tokio::time::sleep(std::time::Duration::from_millis(20 + 30 * attempt)).await;
@@ -340,95 +258,146 @@ impl KeyRing {
         Err(KeysError::Contended)
     }
 
-    /// Creates a key for every algorithm in use that has none (first
-    /// start, or an audience given a new algorithm). It signs at once:
-    /// there is no earlier key a verifier could be using instead.
+    /// Turns steps into changes, generating new keys on a blocking thread.
+    async fn materialize(&self, steps: Vec<Step>) -> Result<Vec<Change>, KeysError> {
+        let rsa_bits = self.rsa_bits;
+        tokio::task::spawn_blocking(move || {
+            steps
+                .into_iter()
+                .map(|step| match step {
+                    Step::Add {
+                        alg,
+                        not_before,
+                        event,
+                    } => {
+                        let generated =
+                            SigningKey::generate(alg, rsa_bits).map_err(|_| KeysError::Generate)?;
+                        Ok(Change::Add(NewKey {
+                            kid: generated.key.kid().to_owned(),
+                            alg,
+                            not_before,
+                            pkcs8: generated.pkcs8,
+                            event,
+                        }))
+                    }
+                    Step::Import(new) => Ok(Change::Add(new)),
+                    Step::Revoke { record, at } => Ok(Change::Revoke { record, at }),
+                    Step::Drop { id } => Ok(Change::Drop { id }),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| KeysError::Internal("key generation stopped"))?
+    }
+
+    /// Creates a key for every algorithm in use that has no active one
+    /// (first start, an audience given a new algorithm, the active key
+    /// revoked). It signs at once: there is no key a verifier could be
+    /// using instead.
     pub async fn ensure(&self, policy: &RingPolicy, now: u64) -> Result<usize, KeysError> {
-        self.update(now, policy, |entries, states| {
-            missing_keys(entries, states, policy, now)
+        self.update(now, policy.retire_after, |entries, states| {
+            Ok(missing_keys(entries, states, policy, now))
         })
         .await
     }
 
-    /// Adds the next key of every algorithm in use, signing from
-    /// `not_before` (moved past every existing key of its algorithm, so it
-    /// is the newest on every instance, whatever their clocks). Returns
-    /// the new keys' (kid, alg, not-before).
+    /// Adds the next key of every algorithm in use; returns their (kid,
+    /// alg, not-before). It signs after the publish lead, or with `urgent`
+    /// at once (it replaces the key that signs now; a key already
+    /// scheduled still takes over at its own time).
     pub async fn rotate(
         &self,
         policy: &RingPolicy,
         now: u64,
-        not_before: u64,
+        urgent: bool,
     ) -> Result<Vec<(String, SigningAlg, u64)>, KeysError> {
-        let mut added = Vec::new();
-        self.update(now, policy, |entries, states| {
-            added.clear();
-            let mut changes = Vec::new();
-            for alg in &policy.in_use {
-                let newest = entries
-                    .iter()
-                    .zip(states)
-                    .filter(|(e, (s, _))| e.record.alg == *alg && *s != KeyState::Revoked)
-                    .map(|(e, _)| e.record.not_before)
-                    .max();
-                let at = newest.map_or(not_before, |n| not_before.max(n + 1));
-                let change = new_key(*alg, at, policy.rsa_bits, "key_rotated")?;
-                if let Change::Add(new) = &change {
-                    added.push((new.kid.clone(), *alg, at));
-                }
-                changes.push(change);
-            }
-            Ok(changes)
+        let before: BTreeSet<String> = self
+            .entries()
+            .await?
+            .1
+            .iter()
+            .map(|e| e.kid().to_owned())
+            .collect();
+        self.update(now, policy.retire_after, |entries, _| {
+            Ok(policy
+                .in_use
+                .iter()
+                .map(|alg| {
+                    let not_before = if urgent {
+                        // Past every key that has started, so it is the
+                        // newest of those: it signs now.
+                        newest(entries, *alg, |nb| nb <= now).map_or(now, |n| now.max(n + 1))
+                    } else {
+                        newest(entries, *alg, |_| true)
+                            .map_or(now + policy.lead(), |n| (now + policy.lead()).max(n + 1))
+                    };
+                    Step::Add {
+                        alg: *alg,
+                        not_before,
+                        event: "key_rotated",
+                    }
+                })
+                .collect())
         })
         .await?;
-        Ok(added)
+        let (_, entries) = self.entries().await?;
+        Ok(entries
+            .iter()
+            .filter(|e| !before.contains(e.kid()))
+            .map(|e| (e.kid().to_owned(), e.record.alg, e.record.not_before))
+            .collect())
     }
 
-    /// Scheduled rotation: when the next key of an algorithm is due to be
-    /// published, one instance adds it (the compare-and-set makes it one
-    /// decision for the fleet), signing one period after the newest key,
-    /// and at least the publish lead (plus propagation) from now. Also
-    /// drops keys that expired long ago and old revocations.
+    /// Once a second on every instance: creates missing keys; schedules
+    /// rotation (when the next key of an algorithm is due to be published,
+    /// the first instance to commit adds it, signing one period after the
+    /// newest key, and at least the lead from now); drops keys that expired
+    /// long ago and old revocations.
     pub async fn maintain(&self, policy: &RingPolicy, now: u64) -> Result<usize, KeysError> {
-        let lead = policy.publish_secs + PROPAGATION_SECS;
+        // Gone a day after nothing can depend on them any more.
         let keep = policy.retire_after + 86_400;
-        self.update(now, policy, |entries, states| {
-            let mut changes = missing_keys(entries, states, policy, now)?;
+        self.update(now, policy.retire_after, |entries, states| {
+            let mut steps = missing_keys(entries, states, policy, now);
             if policy.rotation_secs > 0 {
                 for alg in &policy.in_use {
-                    let newest = entries
+                    let live_newest = entries
                         .iter()
                         .zip(states)
                         .filter(|(e, (s, _))| e.record.alg == *alg && *s != KeyState::Revoked)
                         .map(|(e, _)| e.record.not_before)
                         .max();
-                    let Some(newest) = newest else { continue };
-                    let due = newest.saturating_add(policy.rotation_secs);
-                    if now.saturating_add(lead) >= due {
-                        changes.push(new_key(
-                            *alg,
-                            due.max(now + lead),
-                            policy.rsa_bits,
-                            "key_rotated",
-                        )?);
+                    let Some(live_newest) = live_newest else {
+                        continue;
+                    };
+                    let due = live_newest.saturating_add(policy.rotation_secs);
+                    if now.saturating_add(policy.lead()) >= due {
+                        let at = due.max(now + policy.lead());
+                        let at = newest(entries, *alg, |_| true).map_or(at, |n| at.max(n + 1));
+                        steps.push(Step::Add {
+                            alg: *alg,
+                            not_before: at,
+                            event: "key_rotated",
+                        });
                     }
                 }
             }
             for (entry, (state, replaced_at)) in entries.iter().zip(states) {
                 let stale = match state {
                     KeyState::Expired => now >= replaced_at.saturating_add(keep),
+                    // A revocation outlives every token its key can have
+                    // signed, so a copy of the key found later stays refused.
                     KeyState::Revoked => entry.record.revoked_at.is_some_and(|at| {
                         now >= at.saturating_add(crate::settings::MAX_TTL_CEILING + keep)
                     }),
                     _ => false,
                 };
                 if stale {
-                    changes.push(Change::Drop {
+                    steps.push(Step::Drop {
                         id: entry.record.id.clone(),
                     });
                 }
             }
-            Ok(changes)
+            Ok(steps)
         })
         .await
     }
@@ -443,25 +412,25 @@ impl KeyRing {
         now: u64,
     ) -> Result<bool, KeysError> {
         let changed = self
-            .update(now, policy, |entries, states| {
+            .update(now, policy.retire_after, |entries, states| {
                 let mut found = false;
-                let mut changes = Vec::new();
+                let mut steps = Vec::new();
                 for (entry, (state, _)) in entries.iter().zip(states) {
                     if entry.kid() != kid {
                         continue;
                     }
                     found = true;
-                    if *state == KeyState::Active {
+                    if *state == KeyState::Active && policy.in_use.contains(&entry.record.alg) {
                         return Err(KeysError::OnlySigner(kid.to_owned(), entry.record.alg));
                     }
                     if entry.record.revoked_at.is_none() {
                         let mut record = entry.record.clone();
                         record.kid = Some(kid.to_owned());
-                        changes.push(Change::Revoke { record, at: now });
+                        steps.push(Step::Revoke { record, at: now });
                     }
                 }
                 if found {
-                    Ok(changes)
+                    Ok(steps)
                 } else {
                     Err(KeysError::UnknownKid(kid.to_owned()))
                 }
@@ -471,10 +440,11 @@ impl KeyRing {
     }
 
     /// Copies the keys of an existing keys directory into an empty shared
-    /// ring (an upgrade from per-instance keys); returns how many. A ring
-    /// that has keys already is left alone: it is the fleet's.
+    /// ring (an upgrade from per-instance keys), once: the directory is
+    /// then marked imported. Revoked keys stay out. A ring that has keys
+    /// already is the fleet's, and the directory is not read.
     pub async fn import_dir(&self, settings: &Settings, now: u64) -> Result<usize, KeysError> {
-        if !matches!(self.backend, Backend::Store(_)) {
+        if !matches!(self.backend, Backend::Shared(_)) {
             return Ok(0);
         }
         let path = settings.data_dir.join("keys");
@@ -482,110 +452,141 @@ impl KeyRing {
             return Ok(0);
         }
         let local = Arc::new(DirRing::importing(path, self.kek.clone()));
-        if !self.entries().await?.1.is_empty() {
-            // Only listed, never opened: a stale local file must not stop
-            // an instance whose keys are the fleet's.
-            if !blocking(&local, |d| d.version()).await?.is_empty() {
-                tracing::warn!(dir = %local.path().display(), "the shared key ring has keys already; the local keys directory is not used");
-            }
+        let ring_has_keys = !self.entries().await?.1.is_empty();
+        let listed = !blocking(&local, |d| d.version()).await?.is_empty();
+        if !listed || local.is_imported() {
+            return Ok(0);
+        }
+        if ring_has_keys {
+            tracing::warn!(dir = %local.path().display(), "the shared key ring has keys already; the local keys directory is not imported");
             return Ok(0);
         }
         let (_, records) = blocking(&local, |d| d.load()).await?;
+        let revoked: BTreeSet<&str> = records
+            .iter()
+            .filter(|r| r.revoked_at.is_some())
+            .filter_map(|r| r.kid.as_deref())
+            .collect();
         let mut keys = Vec::new();
-        for record in records.iter().filter(|r| r.revoked_at.is_none()) {
+        for record in &records {
             if let Some(material) = &record.material {
                 let der = self.open_der(record, material)?;
                 let key = SigningKey::from_pkcs8(record.alg, &der)
                     .map_err(|_| KeysError::InvalidRecord(record.location.clone()))?;
-                keys.push((record.alg, record.not_before, key.kid().to_owned(), der));
+                if !revoked.contains(key.kid()) {
+                    keys.push((record.alg, record.not_before, key.kid().to_owned(), der));
+                }
             }
         }
         if keys.is_empty() {
             return Ok(0);
         }
-        let policy = RingPolicy {
-            default_alg: settings.signing_alg,
-            in_use: Default::default(),
-            rsa_bits: settings.rsa_bits,
-            publish_secs: settings.key_publish_secs,
-            rotation_secs: 0,
-            retire_after: 0,
-        };
         let imported = self
-            .update(now, &policy, |entries, _| {
+            .update(now, settings.max_ttl + settings.leeway, |entries, _| {
                 if !entries.is_empty() {
                     return Ok(Vec::new());
                 }
-                keys.iter()
+                Ok(keys
+                    .iter()
                     .map(|(alg, not_before, kid, der)| {
-                        Ok(Change::Add(NewKey {
+                        Step::Import(NewKey {
                             kid: kid.clone(),
                             alg: *alg,
                             not_before: *not_before,
                             pkcs8: der.clone(),
                             event: "key_imported",
-                        }))
+                        })
                     })
-                    .collect()
+                    .collect())
             })
             .await?;
-        if imported == 0 {
-            tracing::warn!(dir = %local.path().display(), "the shared key ring has keys already; the local keys directory is not used");
+        if imported > 0 {
+            blocking(&local, |d| d.mark_imported()).await?;
         }
         Ok(imported)
     }
 }
 
-/// A first key for each algorithm in use that has no usable one.
+/// Entries sorted by (not-before, kid), with their parsed keys.
+fn sorted_entries(records: &[KeyRecord], parsed: &HashMap<String, Arc<SigningKey>>) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = records
+        .iter()
+        .map(|record| Entry {
+            record: record.clone(),
+            key: parsed.get(&record.id).cloned(),
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.record.not_before, a.kid()).cmp(&(b.record.not_before, b.kid())));
+    entries
+}
+
+/// The newest not-before of `alg` among entries (any state) that `keep`.
+fn newest(entries: &[Entry], alg: SigningAlg, keep: impl Fn(u64) -> bool) -> Option<u64> {
+    entries
+        .iter()
+        .filter(|e| e.record.alg == alg && keep(e.record.not_before))
+        .map(|e| e.record.not_before)
+        .max()
+}
+
+/// A first key, signing now, for each algorithm in use without an active
+/// key.
 fn missing_keys(
     entries: &[Entry],
     states: &[(KeyState, u64)],
     policy: &RingPolicy,
     now: u64,
-) -> Result<Vec<Change>, KeysError> {
-    let mut changes = Vec::new();
-    for alg in &policy.in_use {
-        let has = entries
-            .iter()
-            .zip(states)
-            .any(|(e, (s, _))| e.record.alg == *alg && *s != KeyState::Revoked);
-        if !has {
-            changes.push(new_key(*alg, now, policy.rsa_bits, "key_created")?);
+) -> Vec<Step> {
+    policy
+        .in_use
+        .iter()
+        .filter(|alg| {
+            !entries
+                .iter()
+                .zip(states)
+                .any(|(e, (s, _))| e.record.alg == **alg && *s == KeyState::Active)
+        })
+        .map(|alg| Step::Add {
+            alg: *alg,
+            // Past every key of the algorithm that has started (a revoked
+            // one included), so this one is the newest and signs.
+            not_before: newest(entries, *alg, |nb| nb <= now).map_or(now, |n| now.max(n + 1)),
+            event: "key_created",
+        })
+        .collect()
+}
+
+/// What a committed change did, for the audit trail (no key material).
+enum Done {
+    Added(String, SigningAlg, u64, &'static str),
+    Revoked(String, SigningAlg),
+    Dropped(String),
+}
+
+impl Done {
+    fn of(change: &Change) -> Self {
+        match change {
+            Change::Add(new) => Self::Added(new.kid.clone(), new.alg, new.not_before, new.event),
+            Change::Revoke { record, .. } => {
+                Self::Revoked(record.kid.clone().unwrap_or_default(), record.alg)
+            }
+            Change::Drop { id } => Self::Dropped(id.clone()),
         }
     }
-    Ok(changes)
-}
 
-fn json(stored: &StoredKey) -> Result<String, KeysError> {
-    serde_json::to_string(stored).map_err(|_| KeysError::Generate)
-}
-
-fn new_key(
-    alg: SigningAlg,
-    not_before: u64,
-    rsa_bits: usize,
-    event: &'static str,
-) -> Result<Change, KeysError> {
-    let generated = SigningKey::generate(alg, rsa_bits).map_err(|_| KeysError::Generate)?;
-    Ok(Change::Add(NewKey {
-        kid: generated.key.kid().to_owned(),
-        alg,
-        not_before,
-        pkcs8: generated.pkcs8,
-        event,
-    }))
-}
-
-fn audit(done: &Done, now: u64) {
-    match done {
-        Done::Added(kid, alg, not_before, event) => {
-            let starts_in = not_before.saturating_sub(now);
-            tracing::info!(target: AUDIT, event, outcome = "success", kid = %kid, alg = %alg, not_before, starts_in, "signing key added to the ring");
+    fn audit(&self, now: u64) {
+        match self {
+            Self::Added(kid, alg, not_before, event) => {
+                let starts_in = not_before.saturating_sub(now);
+                tracing::info!(target: AUDIT, event, outcome = "success", kid = %kid, alg = %alg, not_before, starts_in, "signing key added to the ring");
+            }
+            Self::Revoked(kid, alg) => {
+                tracing::warn!(target: AUDIT, event = "key_revoked", outcome = "success", kid = %kid, alg = %alg, "signing key revoked: no longer published or trusted");
+            }
+            Self::Dropped(id) => {
+                tracing::debug!(id = %id, "long-expired key dropped from the ring")
+            }
         }
-        Done::Revoked(kid, alg) => {
-            tracing::warn!(target: AUDIT, event = "key_revoked", outcome = "success", kid = %kid, alg = %alg, "signing key revoked: no longer published or trusted");
-        }
-        Done::Dropped(id) => tracing::debug!(id = %id, "long-expired key dropped from the ring"),
     }
 }
 
@@ -596,5 +597,5 @@ async fn blocking<T: Send + 'static>(
     let dir = Arc::clone(dir);
     tokio::task::spawn_blocking(move || f(&dir))
         .await
-        .map_err(|_| KeysError::Generate)?
+        .map_err(|_| KeysError::Internal("a key directory task stopped"))?
 }

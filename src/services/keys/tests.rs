@@ -64,10 +64,18 @@ async fn changing_the_algorithm_adds_a_key_and_keeps_the_old_one_verifying() {
     let both = set(&ring(&es_settings), &es_settings, 200).await;
     assert_eq!(both.active().expect("active").alg(), SigningAlg::ES256);
     assert!(both.find(ed.active().expect("active").kid()).is_some());
-    assert_eq!(
-        state(&both, ed.active().expect("active").kid()),
-        Some(KeyState::Retired)
-    );
+    // The ring, not one instance's settings, decides a key's state: the
+    // EdDSA key stays the active EdDSA key (signing nothing here) until it
+    // is revoked, which this instance allows since it does not use EdDSA.
+    let old = ed.active().expect("active").kid().to_owned();
+    assert_eq!(state(&both, &old), Some(KeyState::Active));
+    let r = ring(&es_settings);
+    assert!(r
+        .revoke(&policy(&es_settings), &old, 300)
+        .await
+        .expect("revoke"));
+    let after = r.key_set(&policy(&es_settings), 300).await.expect("set");
+    assert!(after.find(&old).is_none());
     assert_ne!(both.jwks().etag, ed.jwks().etag);
 }
 
@@ -84,23 +92,25 @@ async fn rotation_publishes_first_switches_on_time_and_retires_after_max_ttl() {
     let r = ring(&s);
     let first = set(&r, &s, 100).await;
     let old = first.active().expect("active").kid().to_owned();
-    let added = r.rotate(&policy(&s), 100, 1_000).await.expect("rotate");
-    let next = added[0].0.clone();
+    let added = r.rotate(&policy(&s), 100, false).await.expect("rotate");
+    let (next, _, at) = added[0].clone();
+    // Published the lead (330 s) plus propagation (2 s) ahead.
+    assert_eq!(at, 100 + 330 + PROPAGATION_SECS);
     // Before its time: published, not signing.
-    let before = r.key_set(&policy(&s), 500).await.expect("load");
+    let before = r.key_set(&policy(&s), at - 1).await.expect("load");
     assert_eq!(before.active().expect("active").kid(), old);
     assert!(before.find(&next).is_some(), "next key published early");
     assert_eq!(state(&before, &next), Some(KeyState::Next));
     // From its time: it signs; the old one still verifies.
-    let after = r.key_set(&policy(&s), 1_000).await.expect("load");
+    let after = r.key_set(&policy(&s), at).await.expect("load");
     assert_eq!(after.active().expect("active").kid(), next);
     assert_eq!(state(&after, &old), Some(KeyState::Retired));
     assert!(after.find(&old).is_some());
     assert!(after.differs_from(&before));
     // Once every token of the old key has expired, it is dropped.
-    let still = r.key_set(&policy(&s), 1_000 + 604).await.expect("load");
+    let still = r.key_set(&policy(&s), at + 604).await.expect("load");
     assert!(still.find(&old).is_some());
-    let later = r.key_set(&policy(&s), 1_000 + 605).await.expect("load");
+    let later = r.key_set(&policy(&s), at + 605).await.expect("load");
     assert!(later.find(&old).is_none(), "expired key still trusted");
     assert_eq!(state(&later, &old), Some(KeyState::Expired));
 }
@@ -167,7 +177,8 @@ async fn revocation_ends_a_key_everywhere_but_never_the_only_signer() {
         r.revoke(&p, "nope", 100).await,
         Err(KeysError::UnknownKid(_))
     ));
-    r.rotate(&p, 100, 100).await.expect("rotate now");
+    let urgent = r.rotate(&p, 100, true).await.expect("rotate now");
+    assert_eq!(urgent[0].2, 101, "one second past the key that signs");
     assert!(r.revoke(&p, &old, 101).await.expect("revoke"));
     assert!(!r.revoke(&p, &old, 102).await.expect("again"), "idempotent");
     let after = r.key_set(&p, 102).await.expect("set");
@@ -263,4 +274,62 @@ async fn the_embedded_store_keeps_no_ring() {
     // Not shared: the ring is the directory.
     let r = KeyRing::open(&s, Some(&handle));
     assert!(r.describe().ends_with("keys"));
+}
+
+#[tokio::test]
+async fn a_revoked_newest_key_never_brings_an_older_one_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ed = settings(dir.path(), &[("AUTH_JIT_MAX_TTL", "60".into())]);
+    let r = ring(&ed);
+    let first = set(&r, &ed, 100).await;
+    let a = first.active().expect("active").kid().to_owned();
+    let b = r.rotate(&policy(&ed), 100, true).await.expect("rotate")[0]
+        .0
+        .clone();
+    // Long after, A has expired; an instance whose settings do not use
+    // EdDSA may revoke B (it signs nothing there)...
+    let es = settings(
+        dir.path(),
+        &[
+            ("AUTH_JIT_MAX_TTL", "60".into()),
+            ("AUTH_JIT_SIGNING_ALG", "ES256".into()),
+        ],
+    );
+    r.ensure(&policy(&es), 1_000).await.expect("es key");
+    assert!(r.revoke(&policy(&es), &b, 1_000).await.expect("revoke"));
+    // ... and A must not sign again: EdDSA gets a fresh key instead.
+    let states: Vec<(String, KeyState)> = r
+        .list(&policy(&ed), 1_001)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| (k.kid, k.state))
+        .collect();
+    assert!(
+        states.contains(&(a.clone(), KeyState::Expired)),
+        "{states:?}"
+    );
+    let after = set(&r, &ed, 1_001).await;
+    let signer = after.active().expect("active").kid().to_owned();
+    assert!(
+        signer != a && signer != b,
+        "an old or revoked key signs again"
+    );
+    assert!(after.find(&a).is_none());
+}
+
+#[tokio::test]
+async fn a_key_file_is_never_seen_half_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(dir.path(), &[]);
+    set(&ring(&s), &s, 100).await;
+    // The directory holds the key and the lock; no temporary file is left.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    // A half-copied file under a temporary name is ignored by readers.
+    std::fs::write(dir.path().join("keys/200-EdDSA-x.p8.tmp"), b"half").expect("tmp");
+    assert!(ring(&s).key_set(&policy(&s), 300).await.is_ok());
 }

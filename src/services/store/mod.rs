@@ -104,11 +104,12 @@ pub trait Store: Send + Sync + 'static {
         Err(no_ring())
     }
     /// Writes `put` and deletes `delete` (record ids) in one atomic step if
-    /// the ring is still at `expected`, moving its version on; `false` if
-    /// another writer changed it first.
+    /// the ring is still at version `expected`, which becomes `next`;
+    /// `false` if another writer changed it first.
     async fn ring_commit(
         &self,
         _expected: &str,
+        _next: &str,
         _put: &[(String, String)],
         _delete: &[String],
     ) -> Result<bool, StoreError> {
@@ -270,11 +271,15 @@ impl StoreHandle {
     pub async fn ring_commit(
         &self,
         expected: &str,
+        next: &str,
         put: &[(String, String)],
         delete: &[String],
     ) -> Result<bool, StoreError> {
-        self.bounded("ring_commit", self.inner.ring_commit(expected, put, delete))
-            .await
+        self.bounded(
+            "ring_commit",
+            self.inner.ring_commit(expected, next, put, delete),
+        )
+        .await
     }
 }
 

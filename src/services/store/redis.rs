@@ -46,13 +46,13 @@ return n
 ";
 
 /// KEYS: the key ring hash (field `v`: version; `k:<kid>`: one key each).
-/// ARGV: expected version, number of puts, then kid/json pairs, then kids
-/// to delete. One atomic compare-and-set; returns 1 if applied.
+/// ARGV: expected version, next version, number of puts, then kid/json
+/// pairs, then kids to delete. One atomic compare-and-set; 1 if applied.
 const RING_COMMIT: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v') or '0'
 if v ~= ARGV[1] then return 0 end
-local n = tonumber(ARGV[2])
-local i = 3
+local n = tonumber(ARGV[3])
+local i = 4
 for _ = 1, n do
   redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -61,7 +61,7 @@ while i <= #ARGV do
   redis.call('HDEL', KEYS[1], 'k:' .. ARGV[i])
   i = i + 1
 end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'v', ARGV[2])
 return 1
 ";
 
@@ -247,12 +247,13 @@ impl Store for RedisStore {
     async fn ring_commit(
         &self,
         expected: &str,
+        next: &str,
         put: &[(String, String)],
         delete: &[String],
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.ring_commit.key(self.ring_key());
-        invocation.arg(expected).arg(put.len());
+        invocation.arg(expected).arg(next).arg(put.len());
         for (kid, json) in put {
             invocation.arg(kid).arg(json);
         }

@@ -582,11 +582,20 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
         grant_types_supported: vec!["client_credentials", TOKEN_EXCHANGE],
         response_types_supported: vec![],
         token_endpoint_auth_methods_supported: methods.clone(),
-        token_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        token_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
         introspection_endpoint_auth_methods_supported: methods.clone(),
-        introspection_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        introspection_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
         revocation_endpoint_auth_methods_supported: methods,
-        revocation_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS.to_vec(),
+        revocation_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
         access_token_signing_alg_values_supported: signing,
     })
 }
