@@ -218,9 +218,13 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// On SIGTERM, keep serving (not ready, `Connection: close`) this long.
     pub drain_secs: u64,
-    /// Failed client authentications per minute, per client id and per
-    /// source address, before 429 (0: no limit).
+    /// Failed client authentications per minute for one client id before
+    /// 429 (0: no limit).
     pub auth_failure_limit: u32,
+    /// Failed client authentications per minute from one source address
+    /// before 429 (0: no limit). Higher than the per-id limit: many clients
+    /// may share an address (a NAT, a sidecar).
+    pub auth_failure_limit_per_address: u32,
 }
 
 impl Default for Settings {
@@ -261,6 +265,7 @@ impl Default for Settings {
             max_concurrent_requests: 256,
             drain_secs: 5,
             auth_failure_limit: 10,
+            auth_failure_limit_per_address: 100,
         }
     }
 }
@@ -689,7 +694,7 @@ mod tests {
         assert_eq!(names.first().map(String::as_str), Some("AUTH_JIT_HOST"));
         assert_eq!(
             names.last().map(String::as_str),
-            Some("AUTH_JIT_AUTH_FAILURE_LIMIT")
+            Some("AUTH_JIT_AUTH_FAILURE_LIMIT_PER_ADDRESS")
         );
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

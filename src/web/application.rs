@@ -18,6 +18,8 @@ use crate::web::server::{Draining, Limits, Stop};
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub clients: Clients,
+    /// Client authentication, every method, behind the failure limit.
+    pub auth: Arc<crate::services::clients::auth::Authenticator>,
     pub tokens: Arc<TokenService>,
     /// The key ring, for readiness (the key set itself is in `tokens`).
     pub keys: Arc<crate::services::keys::KeyRing>,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::services::clients::auth::{Authenticator, FailureGuard};
 use crate::services::clients::Clients;
 use crate::services::keys::{create_private_dir, KeyRing, KeySet, KeysError, RingPolicy};
 use crate::services::ratelimit::RateLimits;
@@ -112,9 +113,19 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         settings.max_concurrent_requests,
     ));
+    let auth = Arc::new(Authenticator::new(
+        clients.clone(),
+        store.clone(),
+        FailureGuard::new(
+            settings.auth_failure_limit,
+            settings.auth_failure_limit_per_address,
+            &store,
+        ),
+    ));
     Ok(Started {
         state: AppState {
             settings: Arc::new(settings),
+            auth,
             clients,
             tokens,
             keys: ring,

@@ -36,7 +36,11 @@ pub fn command(dir: &Path, env: &[(&str, String)]) -> Command {
         // Tests that need a store failure stop the store instead.
         .env("AUTH_JIT_STORE_TIMEOUT_MS", "2000")
         // SIGTERM ends tests' servers: no drain unless a test asks for one.
-        .env("AUTH_JIT_DRAIN_SECS", "0");
+        .env("AUTH_JIT_DRAIN_SECS", "0")
+        // Helpers probe until a new client is picked up (failing until it
+        // is): no failure limit unless a test asks for one.
+        .env("AUTH_JIT_AUTH_FAILURE_LIMIT", "0")
+        .env("AUTH_JIT_AUTH_FAILURE_LIMIT_PER_ADDRESS", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }

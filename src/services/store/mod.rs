@@ -91,6 +91,17 @@ pub trait Store: Send + Sync + 'static {
     /// returns the window's count; `None` when the backend is not shared
     /// (embedded: the instance's own limiter is as good).
     async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError>;
+    /// Reads (or, with `add`, increments and reads) the failed-authentication
+    /// count of `key` in one-minute `window`; `None` when the backend is
+    /// not shared (each instance counts on its own then).
+    async fn failure_count(
+        &self,
+        _key: &str,
+        _window: u64,
+        _add: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Drops expired entries (the embedded store; Redis expires by itself).
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
     /// A cheap round trip, for readiness.
@@ -244,6 +255,19 @@ impl StoreHandle {
 
     pub async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError> {
         self.bounded("rate_count", self.inner.rate_count(client, window))
+            .await
+    }
+
+    pub async fn failure_count(
+        &self,
+        key: &str,
+        window: u64,
+        add: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        if !self.is_shared() {
+            return Ok(None);
+        }
+        self.bounded("failure_count", self.inner.failure_count(key, window, add))
             .await
     }
 

@@ -65,6 +65,17 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2])
 return 1
 ";
 
+/// KEYS: authfail:<key>:<window>. ARGV: 1 to count a failure, 0 to read.
+/// Gone two windows later. Returns the count.
+const FAILURES: &str = r"
+if ARGV[1] == '1' then
+  local n = redis.call('INCR', KEYS[1])
+  if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+  return n
+end
+return tonumber(redis.call('GET', KEYS[1]) or '0')
+";
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -72,6 +83,7 @@ pub struct RedisStore {
     cutoff: Script,
     rate: Script,
     ring_commit: Script,
+    failures: Script,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -101,6 +113,7 @@ impl RedisStore {
             cutoff: Script::new(CUTOFF),
             rate: Script::new(RATE),
             ring_commit: Script::new(RING_COMMIT),
+            failures: Script::new(FAILURES),
         })
     }
 
@@ -195,6 +208,23 @@ impl Store for RedisStore {
         let count: u64 = self
             .rate
             .key(self.key("rate", &format!("{client}:{window}")))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(Some(count))
+    }
+
+    async fn failure_count(
+        &self,
+        key: &str,
+        window: u64,
+        add: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let count: u64 = self
+            .failures
+            .key(self.key("authfail", &format!("{key}:{window}")))
+            .arg(if add { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::audit;
 use super::error::{scrub, ApiError};
+use crate::services::clients::auth::AuthError;
 use crate::services::clients::Client;
 use crate::web::application::AppState;
 
@@ -94,33 +95,35 @@ impl FromRequestParts<AppState> for BasicClient {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = crate::web::server::peer(&parts.extensions).map(|a| a.ip());
+        let now = state.tokens.now();
         let Some(credentials) = basic_credentials(parts) else {
-            audit::client_auth_failed(
-                "client_secret_basic",
-                None,
-                false,
-                "missing or malformed Basic credentials",
-            );
-            return Err(ApiError::InvalidClient);
+            let error = state.auth.malformed(peer, now).await;
+            return Err(auth_rejection("client_secret_basic", None, error));
         };
-        match state
-            .clients
-            .authenticate(&credentials.client_id, &credentials.secret)
-        {
-            Ok(client) => {
-                tracing::Span::current().record("client_id", client.id.as_str());
-                Ok(Self(client))
-            }
-            Err(_) => {
-                let known = state.clients.get(&credentials.client_id).is_some();
-                audit::client_auth_failed(
-                    "client_secret_basic",
-                    Some(&credentials.client_id),
-                    known,
-                    "wrong credentials",
-                );
-                Err(ApiError::InvalidClient)
-            }
+        let client = state
+            .auth
+            .secret(&credentials.client_id, &credentials.secret, peer, now)
+            .await
+            .map_err(|e| auth_rejection("client_secret_basic", Some(&credentials.client_id), e))?;
+        tracing::Span::current().record("client_id", client.id.as_str());
+        Ok(Self(client))
+    }
+}
+
+/// The API error (and audit event) of a failed authentication.
+pub fn auth_rejection(method: &'static str, claimed: Option<&str>, error: AuthError) -> ApiError {
+    match error {
+        AuthError::Failed { reason, known } => {
+            audit::client_auth_failed(method, claimed, known, &reason);
+            ApiError::InvalidClient
+        }
+        AuthError::Throttled(retry_after) => {
+            audit::client_auth_failed(method, claimed, false, "throttled: too many failures");
+            ApiError::TooManyRequests { retry_after }
+        }
+        AuthError::Unavailable => {
+            ApiError::Unavailable("the token state store is unavailable; try again".into())
         }
     }
 }

@@ -20,8 +20,9 @@ use utoipa::ToSchema;
 
 use super::audit;
 use super::error::{ApiError, ErrorBody};
-use super::extract::basic_credentials_from;
+use super::extract::{auth_rejection, basic_credentials_from};
 use super::token::{no_store, TokenResponse};
+use crate::services::clients::auth::AssertionContext;
 use crate::services::clients::Client;
 use crate::services::tokens::RevokeTarget;
 use crate::token::assertion::{self, CLIENT_ALGS};
@@ -82,10 +83,12 @@ impl Form {
 }
 
 /// Authenticates the caller by exactly one of `client_secret_basic`,
-/// `client_secret_post` and `private_key_jwt`.
+/// `client_secret_post` and `private_key_jwt`, through the one
+/// authenticator (and its failure limit).
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     form: &mut Form,
 ) -> Result<Arc<Client>, ApiError> {
     let basic = headers.contains_key(header::AUTHORIZATION);
@@ -96,15 +99,13 @@ async fn authenticate(
             "use exactly one client authentication method".into(),
         ));
     }
+    let now = state.tokens.now();
     let form_client_id = form.take("client_id");
-    let failed = |method: &'static str, client_id: Option<&str>| {
-        let known = client_id.is_some_and(|id| state.clients.get(id).is_some());
-        audit::client_auth_failed(method, client_id, known, "wrong credentials");
-        ApiError::InvalidClient
-    };
     let client = if basic {
-        let credentials =
-            basic_credentials_from(headers).ok_or_else(|| failed("client_secret_basic", None))?;
+        let Some(credentials) = basic_credentials_from(headers) else {
+            let error = state.auth.malformed(peer, now).await;
+            return Err(auth_rejection("client_secret_basic", None, error));
+        };
         if form_client_id
             .as_ref()
             .is_some_and(|id| *id != credentials.client_id)
@@ -114,17 +115,19 @@ async fn authenticate(
             ));
         }
         state
-            .clients
-            .authenticate(&credentials.client_id, &credentials.secret)
-            .map_err(|_| failed("client_secret_basic", Some(&credentials.client_id)))?
+            .auth
+            .secret(&credentials.client_id, &credentials.secret, peer, now)
+            .await
+            .map_err(|e| auth_rejection("client_secret_basic", Some(&credentials.client_id), e))?
     } else if post {
         let secret = form.require("client_secret")?;
         let id = form_client_id
             .ok_or_else(|| ApiError::InvalidRequest("missing parameter `client_id`".into()))?;
         state
-            .clients
-            .authenticate(&id, &secret)
-            .map_err(|_| failed("client_secret_post", Some(&id)))?
+            .auth
+            .secret(&id, &secret, peer, now)
+            .await
+            .map_err(|e| auth_rejection("client_secret_post", Some(&id), e))?
     } else if jwt {
         let assertion_type = form.require("client_assertion_type")?;
         if assertion_type != JWT_BEARER {
@@ -133,12 +136,6 @@ async fn authenticate(
             )));
         }
         let jwt = form.require("client_assertion")?;
-        let id = assertion::claimed_client(&jwt).ok_or_else(|| failed("private_key_jwt", None))?;
-        if form_client_id.as_ref().is_some_and(|c| *c != id) {
-            return Err(ApiError::InvalidRequest(
-                "client_id does not match the client assertion".into(),
-            ));
-        }
         let issuer = state.tokens.issuer().trim_end_matches('/');
         let audiences: Vec<String> = [
             state.tokens.issuer().to_owned(),
@@ -148,71 +145,23 @@ async fn authenticate(
             format!("{issuer}/oauth/revoke"),
         ]
         .into();
-        let registered = state.clients.get(&id);
-        let Some((client, key)) = registered
-            .clone()
-            .and_then(|c| c.key.clone().map(|k| (c, k)))
-        else {
-            // Same work for an unknown (or secret-only) client as for a
-            // wrong signature, so timing does not tell which ids exist.
-            if let Some(dummy) = dummy_key() {
-                let _ = assertion::verify(&jwt, dummy, &id, &audiences, 0, state.tokens.now());
-            }
-            return Err(failed("private_key_jwt", Some(&id)));
+        let context = AssertionContext {
+            audiences: &audiences,
+            leeway: state.tokens.leeway(),
+            now,
         };
-        let key = &key;
-        let verified = assertion::verify(
-            &jwt,
-            key,
-            &id,
-            &audiences,
-            state.tokens.leeway(),
-            state.tokens.now(),
-        )
-        .map_err(|e| {
-            audit::client_auth_failed("private_key_jwt", Some(&id), true, &e.to_string());
-            ApiError::InvalidClient
-        })?;
-        let keep_until = verified
-            .exp
-            .saturating_add(state.tokens.leeway())
-            .saturating_add(1);
-        let fresh = state
-            .tokens
-            .store()
-            .remember_once(&format!("assertion:{id}:{}", verified.jti), keep_until)
+        let claimed = assertion::claimed_client(&jwt);
+        state
+            .auth
+            .assertion(&jwt, form_client_id.as_deref(), &context, peer)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "store unavailable: cannot check assertion replay");
-                ApiError::Unavailable("the token state store is unavailable; try again".into())
-            })?;
-        if !fresh {
-            audit::client_auth_failed("private_key_jwt", Some(&id), true, "assertion replayed");
-            return Err(ApiError::InvalidClient);
-        }
-        client
+            .map_err(|e| auth_rejection("private_key_jwt", claimed.as_deref(), e))?
     } else {
-        return Err(failed("none", None));
+        let error = state.auth.malformed(peer, now).await;
+        return Err(auth_rejection("none", None, error));
     };
     tracing::Span::current().record("client_id", client.id.as_str());
     Ok(client)
-}
-
-/// A throw-away public key that assertions of unknown clients are checked
-/// against, to spend the same work as for a registered one. Generated once
-/// per process; `None` only if key generation itself failed.
-fn dummy_key() -> Option<&'static assertion::ClientKey> {
-    static DUMMY: std::sync::OnceLock<Option<assertion::ClientKey>> = std::sync::OnceLock::new();
-    DUMMY
-        .get_or_init(|| {
-            let key =
-                crate::token::jws::SigningKey::generate(crate::token::jws::SigningAlg::EdDSA, 2048)
-                    .ok()?
-                    .key;
-            let jwk = serde_json::to_string(key.verifying_key().jwk()).ok()?;
-            assertion::ClientKey::from_jwk_json(&jwk).ok()
-        })
-        .as_ref()
 }
 
 /// An authenticated OAuth request: the caller and the rest of its form.
@@ -231,6 +180,7 @@ impl axum::extract::FromRequest<AppState> for OAuthRequest {
         state: &AppState,
     ) -> Result<Self, ApiError> {
         let headers = request.headers().clone();
+        let peer = crate::web::server::peer(request.extensions()).map(|a| a.ip());
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|e| match e.status() {
@@ -238,7 +188,7 @@ impl axum::extract::FromRequest<AppState> for OAuthRequest {
                 _ => ApiError::InvalidRequest("could not read the request body".into()),
             })?;
         let mut form = Form::parse(&headers, &body)?;
-        let client = authenticate(state, &headers, &mut form).await?;
+        let client = authenticate(state, &headers, peer, &mut form).await?;
         Ok(Self { client, form })
     }
 }

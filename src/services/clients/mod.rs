@@ -18,6 +18,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+pub mod auth;
+
 use crate::token::assertion::ClientKey;
 use crate::token::clock::Random;
 use crate::token::jws::SigningAlg;
