@@ -601,3 +601,42 @@ async fn docs_openapi_landing_and_health() {
     let (status, _, text) = s.get("/api/ready").await;
     assert_eq!(status, 200, "{text}");
 }
+
+#[tokio::test]
+async fn pages_carry_security_headers_and_errors_never_echo_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path(), &[]);
+    for path in ["/", "/api/docs/"] {
+        let (status, headers, _) = s.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        let csp = headers["content-security-policy"].to_str().expect("csp");
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let (_, headers, body) = s.get("/api/health").await;
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert!(!body.contains("version"), "no version banner: {body}");
+    // A caller's field names and values never come back.
+    let c = common::register_pair(&s);
+    let (status, _, body) = s
+        .post(
+            "/api/token",
+            Some(("billing", &c.billing)),
+            &json!({"audience": "ledger", "eyJsecretLooking": 1}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(!body.to_string().contains("eyJsecretLooking"), "{body}");
+    let (status, _, body) = s
+        .post(
+            "/api/token",
+            Some(("billing", &c.billing)),
+            &json!({"audience": "ledger", "ttl": "eyJvalue"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(!body.to_string().contains("eyJvalue"), "{body}");
+}

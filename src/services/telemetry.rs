@@ -13,7 +13,6 @@
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -36,7 +35,22 @@ pub const AUDIT: &str = "audit";
 /// Keeps telemetry alive; dropping it flushes and stops the span exporter.
 pub struct Guard {
     provider: Option<SdkTracerProvider>,
+    /// Flushes the audit file writer when dropped.
+    _audit: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
+
+/// Audit lines dropped because the file writer fell behind.
+static AUDIT_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// How many audit events the file writer dropped since start.
+pub fn audit_dropped() -> u64 {
+    AUDIT_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Audit lines the file writer holds at most before it drops new ones:
+/// a slow disk never blocks a request.
+const AUDIT_QUEUE: usize = 16_384;
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +106,7 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
             .with_filter(filter)
             .boxed(),
     };
+    let mut audit_guard = None;
     let audit = match &settings.audit_log_file {
         Some(path) => {
             let mut options = OpenOptions::new();
@@ -114,12 +129,21 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
             }
+            // Written by a worker thread through a bounded queue, off the
+            // request path; a full queue drops the line and counts it.
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(true)
+                .buffered_lines_limit(AUDIT_QUEUE)
+                .thread_name("auth-jit-audit")
+                .finish(file);
+            let _ = AUDIT_DROPS.set(writer.error_counter());
+            audit_guard = Some(guard);
             Some(
                 fmt::layer()
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(Mutex::new(file))
+                    .with_writer(writer)
                     // Audit events, plus the request spans they happen in
                     // (for the request id).
                     .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
@@ -152,7 +176,10 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
         .with(audit)
         .with(otel)
         .try_init();
-    Ok(Guard { provider })
+    Ok(Guard {
+        provider,
+        _audit: audit_guard,
+    })
 }
 
 fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryError> {

@@ -96,6 +96,24 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         clock.clone(),
         loaded,
     )));
+    // Audit lines the file writer had to drop: counted and logged.
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut reported = 0;
+        loop {
+            tick.tick().await;
+            let dropped = crate::services::telemetry::audit_dropped();
+            if dropped > reported {
+                metrics::counter!(crate::services::metrics::AUDIT_DROPPED).absolute(dropped);
+                tracing::warn!(
+                    dropped = dropped - reported,
+                    total = dropped,
+                    "the audit file writer fell behind and dropped events"
+                );
+                reported = dropped;
+            }
+        }
+    }));
     let purged = store.clone();
     let purge_clock = clock.clone();
     tasks.push(tokio::spawn(async move {

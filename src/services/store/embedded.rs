@@ -24,6 +24,11 @@ const ONCE: TableDefinition<&str, u64> = TableDefinition::new("once");
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// A write commits only if it started this soon after the call: the
+    /// caller's time bound is a bit longer, so a write the caller already
+    /// gave up on (a busy blocking pool, a slow disk) is rolled back rather
+    /// than committed behind its back.
+    write_budget: std::time::Duration,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -57,18 +62,45 @@ impl EmbeddedStore {
             txn.open_table(ONCE)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            write_budget: std::time::Duration::from_secs(3600),
+        })
     }
 
-    /// Runs blocking redb work off the async runtime.
+    /// Writes commit only within `budget` of their call (see the field).
+    pub fn with_write_budget(mut self, budget: std::time::Duration) -> Self {
+        self.write_budget = budget;
+        self
+    }
+
+    /// Runs blocking redb work off the async runtime; `work` gets the
+    /// instant after which it must not commit.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&Database, Deadline) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
+        let deadline = Deadline(std::time::Instant::now() + self.write_budget);
+        tokio::task::spawn_blocking(move || work(&db, deadline))
             .await
             .map_err(err)?
+    }
+}
+
+/// The last instant a write may commit.
+#[derive(Clone, Copy)]
+struct Deadline(std::time::Instant);
+
+impl Deadline {
+    /// Commits `txn`, or drops it (rolled back) once the caller may have
+    /// given up: the outcome the caller saw (a timeout) is then the truth.
+    fn commit(self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        if std::time::Instant::now() > self.0 {
+            drop(txn);
+            return Err(StoreError::Timeout);
+        }
+        txn.commit().map_err(err)
     }
 }
 
@@ -134,10 +166,10 @@ impl Store for EmbeddedStore {
         let (iat, keep_until) = (token.iat, token.keep_until);
         if !(consume && token.single_use) {
             return self
-                .blocking(move |db| read_state(db, &ids, &jti, &client, iat))
+                .blocking(move |db, _| read_state(db, &ids, &jti, &client, iat))
                 .await;
         }
-        self.blocking(move |db| {
+        self.blocking(move |db, deadline| {
             // redb allows one write transaction at a time: check-and-set here
             // is atomic against every other request of this process.
             let txn = db.begin_write().map_err(err)?;
@@ -158,7 +190,7 @@ impl Store for EmbeddedStore {
                     TokenState::Active
                 }
             };
-            txn.commit().map_err(err)?;
+            deadline.commit(txn)?;
             Ok(state)
         })
         .await
@@ -166,13 +198,13 @@ impl Store for EmbeddedStore {
 
     async fn revoke(&self, revocation_id: &str, keep_until: u64) -> Result<(), StoreError> {
         let jti = revocation_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(move |db, deadline| {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(REVOKED)
                 .map_err(err)?
                 .insert(jti.as_str(), keep_until)
                 .map_err(err)?;
-            txn.commit().map_err(err)
+            deadline.commit(txn)
         })
         .await
     }
@@ -184,7 +216,7 @@ impl Store for EmbeddedStore {
         keep_until: u64,
     ) -> Result<(), StoreError> {
         let client = client_id.to_owned();
-        self.blocking(move |db| {
+        self.blocking(move |db, deadline| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(CLIENT_CUTOFF).map_err(err)?;
@@ -195,14 +227,14 @@ impl Store for EmbeddedStore {
                     .insert(client.as_str(), (at, keep_until))
                     .map_err(err)?;
             }
-            txn.commit().map_err(err)
+            deadline.commit(txn)
         })
         .await
     }
 
     async fn remember_once(&self, key: &str, keep_until: u64) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.blocking(move |db| {
+        self.blocking(move |db, deadline| {
             let txn = db.begin_write().map_err(err)?;
             let fresh = {
                 let mut table = txn.open_table(ONCE).map_err(err)?;
@@ -212,7 +244,7 @@ impl Store for EmbeddedStore {
                 }
                 fresh
             };
-            txn.commit().map_err(err)?;
+            deadline.commit(txn)?;
             Ok(fresh)
         })
         .await
@@ -223,7 +255,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
-        self.blocking(move |db| {
+        // Purging only drops what has expired: committing late is harmless.
+        self.blocking(move |db, _| {
             let txn = db.begin_write().map_err(err)?;
             let mut purged = 0u64;
             for table in [REVOKED, USED, ONCE] {
@@ -246,7 +279,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|db| db.begin_read().map(|_| ()).map_err(err))
+        self.blocking(|db, _| db.begin_read().map(|_| ()).map_err(err))
             .await
     }
 

@@ -166,7 +166,10 @@ impl StoreHandle {
                 Duration::from_millis(settings.store_timeout_ms),
             )?)
         } else {
-            Arc::new(EmbeddedStore::open(&settings.data_dir.join("state.redb"))?)
+            Arc::new(
+                EmbeddedStore::open(&settings.data_dir.join("state.redb"))?
+                    .with_write_budget(Duration::from_millis(settings.store_timeout_ms * 4 / 5)),
+            )
         };
         Ok(Self::new(
             inner,

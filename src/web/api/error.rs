@@ -225,6 +225,37 @@ pub fn scrub(message: &str) -> String {
         };
     }
     out.push_str(rest);
+    // serde quotes the caller's own names and values in backticks after
+    // these words: drop them (our field names, after "missing field" or
+    // "expected", stay).
+    for marker in [
+        "unknown field ",
+        "unknown variant ",
+        "integer ",
+        "floating point ",
+        "invalid length ",
+        "char ",
+    ] {
+        out = drop_quoted_after(&out, marker);
+    }
+    out
+}
+
+fn drop_quoted_after(message: &str, marker: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(marker) {
+        let (head, tail) = rest.split_at(at + marker.len());
+        out.push_str(head.trim_end());
+        rest = match tail
+            .strip_prefix('`')
+            .and_then(|t| t.find('`').map(|end| &t[end + 1..]))
+        {
+            Some(after) => after,
+            None => tail,
+        };
+    }
+    out.push_str(rest);
     out
 }
 
@@ -241,6 +272,14 @@ mod tests {
         assert_eq!(
             scrub("missing field `audience`"),
             "missing field `audience`"
+        );
+        assert_eq!(
+            scrub("unknown field `eyJhbGciOi`, expected one of `audience`, `scope`"),
+            "unknown field, expected one of `audience`, `scope`"
+        );
+        assert_eq!(
+            scrub("ttl: invalid value: integer `-5`, expected u64"),
+            "ttl: invalid value: integer, expected u64"
         );
     }
 }

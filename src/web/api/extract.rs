@@ -41,10 +41,19 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
         }
-        JsonRejection::JsonDataError(e) => ApiError::InvalidRequest(scrub(&e.body_text().replace(
-            "Failed to deserialize the JSON body into the target type: ",
-            "",
-        ))),
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text().replace(
+                "Failed to deserialize the JSON body into the target type: ",
+                "",
+            );
+            // The path before ": " names the field; for an unknown field
+            // that is the caller's own text.
+            let text = match text.split_once(": ") {
+                Some((_, rest)) if rest.starts_with("unknown field") => rest.to_owned(),
+                _ => text,
+            };
+            ApiError::InvalidRequest(scrub(&text))
+        }
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::InvalidRequest("the body is not valid JSON".into())
         }

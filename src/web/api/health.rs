@@ -10,22 +10,18 @@ use utoipa::ToSchema;
 
 use crate::web::application::AppState;
 
+/// Liveness only: no version, so a probe learns nothing to aim at.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
-    #[schema(example = "0.1.0")]
-    pub version: &'static str,
 }
 
 /// Liveness: answers while the process serves requests.
 #[utoipa::path(get, path = "/api/health", tag = "health",
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
-    })
+    Json(Health { status: "ok" })
 }
 
 #[derive(Serialize, ToSchema)]
