@@ -409,7 +409,7 @@ async fn token_endpoint_refusals() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    // JSON is not a form.
+    // JSON is not a form: 415, still in the OAuth error shape.
     let resp =
         t.s.http
             .post(t.s.url("/oauth/token"))
@@ -418,7 +418,9 @@ async fn token_endpoint_refusals() {
             .send()
             .await
             .expect("send");
-    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.status().as_u16(), 415);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_request");
 }
 
 /// A client assertion signed by our test's own Ed25519 key (a forger's or

@@ -17,6 +17,22 @@ pub struct ParseError(pub &'static str);
 /// A registered client's identifier: 1 to 128 characters from
 /// `A-Z a-z 0-9 . _ -`, so it is safe in file names, logs and HTTP Basic
 /// (where a `:` would end the id).
+/// The rules of [`Audience`], [`Scope`] and jti strings as the OpenAPI
+/// document states them (JSON Schema patterns); the parsers below enforce
+/// the same, and `tests` checks that each parser agrees with its pattern.
+pub mod patterns {
+    /// Visible ASCII, 1 to 256 characters.
+    pub const AUDIENCE: &str = "^[!-~]{1,256}$";
+    /// Space-separated scope tokens: visible ASCII except `"` and `\\`.
+    pub const SCOPE: &str = "^[!#-\\[\\]-~]{1,128}( [!#-\\[\\]-~]{1,128}){0,63}$";
+    /// A token id: base64url.
+    pub const JTI: &str = "^[A-Za-z0-9_-]{1,128}$";
+    /// An HTTP method token.
+    pub const METHOD: &str = "^[A-Za-z]{1,32}$";
+    /// An absolute http(s) URL without credentials.
+    pub const URL: &str = "^https?://[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ClientId(String);

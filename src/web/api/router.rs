@@ -36,7 +36,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         description = "Just-in-time, audience-scoped, optionally single-use tokens for backend APIs.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BasicAuth),
+    modifiers(&BasicAuth, &Patterns, &CommonResponses),
     tags(
         (name = "tokens", description = "Issue, verify and revoke JIT tokens"),
         (name = "oauth", description = "OAuth 2.0: client credentials, token exchange, introspection, revocation, metadata"),
@@ -62,6 +62,95 @@ impl Modify for BasicAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Writes the parsers' rules (`token::types::patterns`) into the request
+/// schemas, so the document states what the handlers enforce, from the
+/// same constants.
+struct Patterns;
+
+impl Modify for Patterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::token::types::patterns as p;
+        use utoipa::openapi::{RefOr, Schema};
+        let rules: &[(&str, &str, &str)] = &[
+            ("IssueBody", "audience", p::AUDIENCE),
+            ("IssueBody", "scope", p::SCOPE),
+            ("BindBody", "method", p::METHOD),
+            ("BindBody", "url", p::URL),
+            ("VerifyBody", "audience", p::AUDIENCE),
+            ("VerifyBody", "scope", p::SCOPE),
+            ("VerifyBody", "method", p::METHOD),
+            ("VerifyBody", "url", p::URL),
+            ("RevokeByJti", "jti", p::JTI),
+            ("TokenForm", "audience", p::AUDIENCE),
+            ("TokenForm", "resource", p::AUDIENCE),
+            ("TokenForm", "scope", p::SCOPE),
+        ];
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (schema, field, pattern) in rules {
+            let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(*schema) else {
+                continue;
+            };
+            if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*field) {
+                property.pattern = Some((*pattern).to_owned());
+            }
+        }
+    }
+}
+
+/// The answers every route can give because of the layers in front of
+/// it, documented once here instead of on each route: load shedding
+/// (503), and for requests with a body its size and type (413, 415) and
+/// the failure limit of client authentication (429).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let probes = matches!(path.as_str(), "/api/health" | "/api/ready");
+            for (post, operation) in [(false, item.get.as_mut()), (true, item.post.as_mut())] {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                if !probes {
+                    add(
+                        "503",
+                        "temporarily_unavailable: at capacity or a store down; see Retry-After",
+                    );
+                }
+                if post {
+                    add(
+                        "413",
+                        "payload_too_large: the body exceeds AUTH_JIT_MAX_BODY_BYTES",
+                    );
+                    add("415", "invalid_request: wrong Content-Type");
+                    add(
+                        "429",
+                        "slow_down: too many failed authentications or requests; see Retry-After",
+                    );
+                }
+            }
+        }
     }
 }
 

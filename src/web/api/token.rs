@@ -26,7 +26,7 @@ pub struct BindBody {
     #[schema(example = "POST")]
     pub method: String,
     /// Absolute http(s) URL; query and fragment are ignored.
-    #[schema(example = "https://ledger.internal/v1/payments")]
+    #[schema(example = "https://ledger.internal/v1/payments", max_length = 2048)]
     pub url: String,
 }
 
@@ -42,7 +42,7 @@ pub struct IssueBody {
     pub scope: Option<String>,
     /// Lifetime in seconds; default `AUTH_JIT_DEFAULT_TTL`. Above the
     /// client's or the global maximum it is refused, never shortened.
-    #[schema(example = 60, minimum = 1)]
+    #[schema(example = 60, minimum = 1, maximum = 86400)]
     pub ttl: Option<u64>,
     /// Single-use: the first successful verification consumes it.
     #[serde(default)]
@@ -158,6 +158,7 @@ pub async fn issue(
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     /// The token to check.
+    #[schema(min_length = 1, max_length = 8192)]
     pub token: String,
     /// The audience the caller expects; the caller must receive it (its own
     /// client id, or one listed in its `receives`).
@@ -168,6 +169,7 @@ pub struct VerifyBody {
     /// The method of the request the token came with (bound tokens).
     pub method: Option<String>,
     /// The URL of the request the token came with (bound tokens).
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
 }
 
@@ -238,13 +240,29 @@ pub async fn verify(
     }
 }
 
-/// What to revoke: exactly one of `token` and `jti`.
+/// What to revoke: the token itself, or its `jti`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RevokeBody {
+    Token(RevokeByToken),
+    Jti(RevokeByJti),
+}
+
+/// Revocation by the token (its owner or a receiver proves who it is).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RevokeBody {
-    pub token: Option<String>,
-    /// A token id (`jti` claim).
-    pub jti: Option<String>,
+pub struct RevokeByToken {
+    #[schema(min_length = 1, max_length = 8192)]
+    pub token: String,
+}
+
+/// Revocation by token id: counts for tokens the caller obtained or
+/// receives.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeByJti {
+    /// A token id (`jti` claim), base64url.
+    pub jti: String,
 }
 
 /// Revoke a token, by the token itself or by its `jti`.
@@ -271,9 +289,9 @@ pub async fn revoke(
     BasicClient(client): BasicClient,
     ApiJson(body): ApiJson<RevokeBody>,
 ) -> Result<Response, ApiError> {
-    let target = match (&body.token, &body.jti) {
-        (Some(token), None) => RevokeTarget::Token(token),
-        (None, Some(jti)) => {
+    let target = match &body {
+        RevokeBody::Token(RevokeByToken { token }) => RevokeTarget::Token(token),
+        RevokeBody::Jti(RevokeByJti { jti }) => {
             let valid = !jti.is_empty()
                 && jti.len() <= 128
                 && jti
@@ -286,11 +304,6 @@ pub async fn revoke(
             }
             RevokeTarget::Jti(jti)
         }
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "give exactly one of `token` and `jti`".into(),
-            ))
-        }
     };
     // Revocations write to the store: the client's rate limit applies.
     state
@@ -298,8 +311,11 @@ pub async fn revoke(
         .check_shared(client.id.as_str(), client.rate_limit)
         .await
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
-    let by = if body.token.is_some() { "token" } else { "jti" };
+    let (by, jti) = match &body {
+        RevokeBody::Token(_) => ("token", None),
+        RevokeBody::Jti(RevokeByJti { jti }) => ("jti", Some(jti.as_str())),
+    };
     let revoked = state.tokens.revoke(&client, target).await?;
-    audit::revocation(&client, by, revoked, body.jti.as_deref());
+    audit::revocation(&client, by, revoked, jti);
     Ok(no_store(Json(serde_json::json!({})).into_response()))
 }

@@ -1,0 +1,287 @@
+//! The standard OAuth 2.0 surface: `POST /oauth/token` (client credentials,
+//! RFC 6749 §4.4, and token exchange, RFC 8693), `POST /oauth/introspect`
+//! (RFC 7662), `POST /oauth/revoke` (RFC 7009) and the server metadata
+//! (RFC 8414), so stock OAuth client libraries work unmodified.
+//!
+//! Requests are `application/x-www-form-urlencoded`, read by [`form`] into
+//! the documented form types; [`request`] authenticates the caller;
+//! [`metadata`] serves RFC 8414. A parameter given twice, or two client
+//! authentication methods at once, is refused (RFC 6749 §3.2, §2.3).
+
+mod form;
+mod metadata;
+mod request;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use self::form::{TokenForm, TokenOnlyForm};
+pub use self::metadata::{__path_metadata, metadata, Metadata};
+use self::request::OAuthRequest;
+use super::audit;
+use super::error::{ApiError, ErrorBody};
+use super::token::{no_store, TokenResponse};
+use crate::services::clients::Client;
+use crate::services::tokens::RevokeTarget;
+use crate::token::claims::AccessClaims;
+use crate::token::policy::TokenRequest;
+use crate::token::types::{Audience, Scope};
+use crate::web::application::AppState;
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A token from the OAuth token endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthTokenResponse {
+    #[serde(flatten)]
+    pub token: TokenResponse,
+    /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+}
+
+fn target(form: &TokenForm) -> Result<Audience, ApiError> {
+    let value = match (&form.audience, &form.resource) {
+        (Some(a), Some(r)) if a != r => {
+            return Err(ApiError::InvalidTarget(
+                "audience and resource name different targets: one audience per token".into(),
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(r)) => r,
+        (None, None) => {
+            return Err(ApiError::InvalidTarget(
+                "name the target API with `audience` or `resource`".into(),
+            ))
+        }
+    };
+    Audience::parse(value).map_err(|e| ApiError::InvalidTarget(e.to_string()))
+}
+
+/// Applies the grant of a token request; rate limit first.
+async fn grant_token(
+    state: &AppState,
+    client: &Client,
+    form: &TokenForm,
+) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
+    state
+        .rate_limits
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let scope = form
+        .scope
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    match form.grant_type.as_str() {
+        "client_credentials" => {
+            let request = TokenRequest {
+                audience: target(form)?,
+                scope: scope.unwrap_or_default(),
+                ttl: None,
+                once: false,
+                bind: None,
+            };
+            Ok((state.tokens.issue(client, request).await?, None))
+        }
+        TOKEN_EXCHANGE => {
+            let missing =
+                |name: &str| ApiError::InvalidRequest(format!("missing parameter `{name}`"));
+            let subject_token = form
+                .subject_token
+                .as_deref()
+                .ok_or_else(|| missing("subject_token"))?;
+            let subject_type = form
+                .subject_token_type
+                .as_deref()
+                .ok_or_else(|| missing("subject_token_type"))?;
+            if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
+                return Err(ApiError::InvalidRequest(format!(
+                    "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form
+                .requested_token_type
+                .as_deref()
+                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+            {
+                return Err(ApiError::InvalidRequest(format!(
+                    "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form.actor_token.is_some() {
+                return Err(ApiError::InvalidRequest(
+                    "actor_token is not supported: the authenticated client is the actor".into(),
+                ));
+            }
+            let audience = target(form)?;
+            let issued = state
+                .tokens
+                .exchange(client, subject_token, audience, scope)
+                .await?;
+            Ok((issued, Some(ACCESS_TOKEN_TYPE)))
+        }
+        _ => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
+/// Get a token: client credentials or token exchange.
+///
+/// Client authentication: `client_secret_basic`, `client_secret_post` or
+/// `private_key_jwt` (RFC 7523), exactly one. The same policy as
+/// `POST /api/token` applies. Token exchange keeps the subject, records the
+/// chain in `act`, only narrows scope and never outlives the subject token.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Token issued", body = OAuthTokenResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, unauthorized_client or unsupported_grant_type", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    OAuthRequest { client, form }: OAuthRequest<TokenForm>,
+) -> Result<Response, ApiError> {
+    let audience = form
+        .audience
+        .as_ref()
+        .or(form.resource.as_ref())
+        .filter(|a| Audience::parse(a).is_ok())
+        .cloned();
+    let grant = match form.grant_type.as_str() {
+        "client_credentials" => "client_credentials",
+        TOKEN_EXCHANGE => "token_exchange",
+        _ => "other",
+    };
+    let (issued, issued_token_type) = match grant_token(&state, &client, &form).await {
+        Ok(done) => done,
+        Err(e) => {
+            audit::token_denied(&client, audience.as_deref(), grant, &e);
+            return Err(e);
+        }
+    };
+    audit::token_issued(&client, &issued.claims, grant);
+    let response = OAuthTokenResponse {
+        token: TokenResponse {
+            expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+            scope: issued.claims.scope.clone().unwrap_or_default(),
+            access_token: issued.token,
+            token_type: "Bearer",
+        },
+        issued_token_type,
+    };
+    Ok(no_store(Json(response).into_response()))
+}
+
+/// An introspection answer: `{"active": false}` alone, or the claims.
+#[derive(Serialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<AccessClaims>,
+}
+
+/// Introspect a token (RFC 7662).
+///
+/// The caller authenticates like at the token endpoint. Active tokens
+/// addressed to an audience the caller receives come back with their
+/// claims; anything else — expired, revoked, used, malformed, foreign, not
+/// addressed to the caller — is `{"active": false}` and nothing more.
+/// A single-use token is consumed by its first active introspection, as
+/// by verification: RFC 7662 clients do not know the `once` claim, so
+/// answering active twice would let it be replayed.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Introspection result", body = Introspection),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 503, description = "Store unavailable: nothing is reported active", body = ErrorBody),
+    )
+)]
+pub async fn introspect(
+    State(state): State<AppState>,
+    OAuthRequest { client, form }: OAuthRequest<TokenOnlyForm>,
+) -> Result<Response, ApiError> {
+    let token = form.token;
+    let claims = state
+        .tokens
+        .introspect(&client, &token)
+        .await
+        .map_err(|e| {
+            let error = ApiError::from(e);
+            audit::verification(&client, "introspect", Err(&error));
+            error
+        })?;
+    match &claims {
+        Some(claims) => audit::verification(&client, "introspect", Ok(claims)),
+        None => audit::verification(
+            &client,
+            "introspect",
+            Err(&ApiError::InvalidToken("inactive".into())),
+        ),
+    }
+    let answer = Introspection {
+        active: claims.is_some(),
+        token_type: claims.as_ref().map(|_| "Bearer"),
+        claims,
+    };
+    Ok(no_store(Json(answer).into_response()))
+}
+
+/// Revoke a token (RFC 7009).
+///
+/// 200 whether or not the token was known or valid. Only the client that
+/// obtained the token, or one that receives its audience, can revoke it.
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basicAuth" = [])),
+    responses(
+        (status = 200, description = "Done (or nothing to do)"),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    OAuthRequest { client, form }: OAuthRequest<TokenOnlyForm>,
+) -> Result<Response, ApiError> {
+    let token = form.token;
+    state
+        .rate_limits
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let applied = state
+        .tokens
+        .revoke(&client, RevokeTarget::Token(&token))
+        .await?;
+    audit::revocation(&client, "token", applied, None);
+    Ok(no_store(axum::http::StatusCode::OK.into_response()))
+}
