@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 # Third-party verifiers used by the interop tests, pinned.
 PY_DEPS := pyjwt[crypto]==2.15.1 cryptography==50.0.2 authlib==1.9.6 joserfc==1.8.0 requests==2.34.2 \
            grpcio==1.85.3 opentelemetry-proto==1.45.2 protobuf==7.36.2 \
-           pyyaml==6.0.3 prometheus-client==0.26.0
+           pyyaml==6.0.3 prometheus-client==0.26.0 schemathesis==4.32.5
 
 .PHONY: all install run test test-deps lint fmt clean bench
 

@@ -36,7 +36,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         description = "Just-in-time, audience-scoped, optionally single-use tokens for backend APIs.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BasicAuth, &Patterns, &CommonResponses),
+    modifiers(&BasicAuth),
     tags(
         (name = "tokens", description = "Issue, verify and revoke JIT tokens"),
         (name = "oauth", description = "OAuth 2.0: client credentials, token exchange, introspection, revocation, metadata"),
@@ -156,7 +156,7 @@ impl Modify for CommonResponses {
 
 /// The documented API routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(token::issue))
         .routes(routes!(token::verify))
         .routes(routes!(token::revoke))
@@ -168,7 +168,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes: they bring the paths and schemas these amend.
+    let mut openapi = openapi;
+    Patterns.modify(&mut openapi);
+    CommonResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application with its layers.

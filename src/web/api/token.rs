@@ -252,7 +252,7 @@ pub enum RevokeBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeByToken {
-    #[schema(min_length = 1, max_length = 8192)]
+    /// Any string: one that is not a token of ours revokes nothing.
     pub token: String,
 }
 

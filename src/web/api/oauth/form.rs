@@ -89,7 +89,6 @@ pub struct TokenForm {
     /// Space-separated scopes.
     pub scope: Option<String>,
     /// Token exchange: the token to exchange, addressed to the caller.
-    #[schema(max_length = 8192)]
     pub subject_token: Option<String>,
     /// Token exchange: `urn:ietf:params:oauth:token-type:access_token` (or `...:jwt`).
     pub subject_token_type: Option<String>,
@@ -103,8 +102,10 @@ pub struct TokenForm {
 /// optional hint. Client authentication as at the token endpoint.
 #[derive(Deserialize, ToSchema)]
 pub struct TokenOnlyForm {
-    /// The token.
-    #[schema(min_length = 1, max_length = 8192)]
+    /// The token (any string: one that is not an active token of ours is
+    /// reported inactive, or revoking it does nothing). Empty counts as
+    /// omitted.
+    #[schema(min_length = 1)]
     pub token: String,
     /// Ignored: only access tokens exist here.
     pub token_type_hint: Option<String>,

@@ -190,12 +190,29 @@ pub async fn token(
 
 /// An introspection answer: `{"active": false}` alone, or the claims.
 #[derive(Serialize, ToSchema)]
-pub struct Introspection {
+#[serde(untagged)]
+pub enum Introspection {
+    Active(ActiveToken),
+    Inactive(InactiveToken),
+}
+
+/// An active token: `active: true`, `token_type` and its claims.
+#[derive(Serialize, ToSchema)]
+pub struct ActiveToken {
+    /// Always true.
     pub active: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_type: Option<&'static str>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub claims: Option<AccessClaims>,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    #[serde(flatten)]
+    pub claims: AccessClaims,
+}
+
+/// Anything else (expired, revoked, used, malformed, foreign): nothing but
+/// `active: false`.
+#[derive(Serialize, ToSchema)]
+pub struct InactiveToken {
+    /// Always false.
+    pub active: bool,
 }
 
 /// Introspect a token (RFC 7662).
@@ -242,10 +259,13 @@ pub async fn introspect(
             Err(&ApiError::InvalidToken("inactive".into())),
         ),
     }
-    let answer = Introspection {
-        active: claims.is_some(),
-        token_type: claims.as_ref().map(|_| "Bearer"),
-        claims,
+    let answer = match claims {
+        Some(claims) => Introspection::Active(ActiveToken {
+            active: true,
+            token_type: "Bearer",
+            claims,
+        }),
+        None => Introspection::Inactive(InactiveToken { active: false }),
     };
     Ok(no_store(Json(answer).into_response()))
 }
