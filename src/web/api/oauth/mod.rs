@@ -192,7 +192,7 @@ pub async fn token(
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Introspection {
-    Active(ActiveToken),
+    Active(Box<ActiveToken>),
     Inactive(InactiveToken),
 }
 
@@ -260,11 +260,11 @@ pub async fn introspect(
         ),
     }
     let answer = match claims {
-        Some(claims) => Introspection::Active(ActiveToken {
+        Some(claims) => Introspection::Active(Box::new(ActiveToken {
             active: true,
             token_type: "Bearer",
             claims,
-        }),
+        })),
         None => Introspection::Inactive(InactiveToken { active: false }),
     };
     Ok(no_store(Json(answer).into_response()))
