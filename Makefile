@@ -10,7 +10,7 @@ PY_DEPS := pyjwt[crypto]==2.15.1 cryptography==50.0.2 authlib==1.9.6 joserfc==1.
            grpcio==1.85.3 opentelemetry-proto==1.45.2 protobuf==7.36.2 \
            pyyaml==6.0.3 prometheus-client==0.26.0 schemathesis==4.32.5
 
-.PHONY: all install run test test-deps lint fmt clean bench
+.PHONY: all install run test test-deps lint fmt clean bench abuse fuzz
 
 all: install
 
@@ -59,6 +59,19 @@ test: test-deps lint
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	bench/run.sh
+
+## abuse: slow heads, idle flood, secret guessing and 2x overload against the release build (takes the machine for a minute)
+abuse: install
+	@command -v wrk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	bench/abuse.sh
+
+FUZZ_SECS ?= 20
+## fuzz: each fuzz target for FUZZ_SECS seconds (nightly toolchain; installs cargo-fuzz from crates.io if missing)
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in verify_token client_assertion oauth_form; do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
 
 ## lint: rustfmt check and clippy with warnings as errors
 lint:

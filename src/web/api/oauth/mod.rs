@@ -8,7 +8,7 @@
 //! [`metadata`] serves RFC 8414. A parameter given twice, or two client
 //! authentication methods at once, is refused (RFC 6749 §3.2, §2.3).
 
-mod form;
+pub mod form;
 mod metadata;
 mod request;
 
