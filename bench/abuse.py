@@ -1,8 +1,9 @@
 """Abuse probes against a running auth-jit: the table of the README's
 security section, measured on this machine. Run by bench/abuse.sh.
 
-Usage: abuse.py BASE_URL PID CLIENT_ID SECRET
-Prints one JSON object with each probe's result.
+Usage: abuse.py connections|guesses BASE_URL PID CLIENT_ID
+Prints one JSON object with each probe's result. Guessing locks the
+source address for the rest of the minute, so it runs last.
 """
 import base64
 import json
@@ -84,10 +85,16 @@ def guesses(base, client_id, n):
 
 
 def main():
-    base, pid, client_id, secret = sys.argv[1:5]
+    mode, base, pid, client_id = sys.argv[1:5]
     pid = int(pid)
     host, port = base.split("//")[1].split(":")
     port = int(port)
+    if mode == "guesses":
+        print(json.dumps({
+            "wrong_secret_statuses_of_120": guesses(base, client_id, 120),
+            "unknown_id_statuses_of_120": guesses(base, "no-such-client", 120),
+        }))
+        return
     out = {"rss_start_kib": rss_kib(pid, "VmRSS")}
     out["slow_heads_closed_of_1000_after_7s"] = slow_heads(host, port, 1000, 7)
     before = rss_kib(pid)
@@ -101,8 +108,6 @@ def main():
     out["peak_rss_kib_after_flood"] = rss_kib(pid)
     for s in flood:
         s.close()
-    out["wrong_secret_statuses_of_120"] = guesses(base, client_id, 120)
-    out["unknown_id_statuses_of_120"] = guesses(base, "no-such-client", 120)
     print(json.dumps(out))
 
 

@@ -35,7 +35,7 @@ done
 [ -n "${ADDR:-}" ] || { echo "abuse: server did not start" >&2; exit 1; }
 sleep 1
 
-python3 bench/abuse.py "$ADDR" "$SERVER_PID" bench-caller "$CALLER"
+python3 bench/abuse.py connections "$ADDR" "$SERVER_PID" bench-caller
 
 # Twice the load: 1000 connections issuing tokens for 15 s.
 cat > "$WORK/count.lua" <<'LUA'
@@ -60,3 +60,4 @@ BENCH_AUTH=$(printf '%s' "bench-caller:$CALLER" | base64 -w0) BENCH_BODY='{"audi
   wrk -t2 -c1000 -d15s --latency -s "$WORK/count.lua" "$ADDR/api/token" | grep -E "status|Latency|Requests/sec|50%|99%|Socket errors"
 echo "peak RSS after overload: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
 kill -0 "$SERVER_PID" && echo "server still running"
+python3 bench/abuse.py guesses "$ADDR" "$SERVER_PID" bench-caller
