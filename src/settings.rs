@@ -477,8 +477,8 @@ impl Settings {
         if self.header_timeout_secs == 0 || self.header_timeout_secs > 300 {
             return Err(bad("header_timeout_secs", "expected 1 to 300 seconds"));
         }
-        if !(4096..=1024 * 1024).contains(&self.max_header_bytes) {
-            return Err(bad("max_header_bytes", "expected 4096 to 1048576 bytes"));
+        if !(8192..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(bad("max_header_bytes", "expected 8192 to 1048576 bytes"));
         }
         if self.drain_secs > 600 {
             return Err(bad("drain_secs", "expected 0 to 600 seconds"));

@@ -82,7 +82,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         // The read buffer bounds a request head (and body chunks in flight).
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.max_header_bytes)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
 
