@@ -527,3 +527,52 @@ fn unsafe_key_settings_are_refused_at_start() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_import_leaves_revoked_keys_out_and_happens_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let plain_env = [("AUTH_JIT_ISSUER", "http://auth.fleet".to_string())];
+    let plain = Server::start(root.path(), &plain_env);
+    let old = kids(&jwks(&plain).await);
+    let keys_dir = root.path().join("data/keys");
+    let backup: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&keys_dir)
+        .expect("keys")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "p8"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("key");
+            (p, bytes)
+        })
+        .collect();
+    let (ok, _, err) = keys_cli(root.path(), &plain_env, &["rotate", "--now"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = keys_cli(root.path(), &plain_env, &["revoke", &old[0]]);
+    assert!(ok, "{err}");
+    assert_eq!(plain.terminate(), Some(0));
+    // A backup of the revoked key's file comes back, as backups do.
+    for (path, bytes) in &backup {
+        std::fs::write(path, bytes).expect("restore");
+    }
+    let redis = Redis::start();
+    let env = fleet_env(&redis, root.path(), &[]);
+    let upgraded = Server::start(root.path(), &env);
+    let imported = kids(&jwks(&upgraded).await);
+    assert_eq!(imported.len(), 1, "{imported:?}");
+    assert!(!imported.contains(&old[0]), "a revoked key was imported");
+    assert!(keys_dir.join(".imported").exists());
+    drop(upgraded);
+    // The ring deleted to start anew: the directory is not imported again.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "DEL", "auth-jit:keyring"])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success());
+    let fresh = Server::start(root.path(), &env);
+    let now = kids(&jwks(&fresh).await);
+    assert_eq!(now.len(), 1);
+    assert!(
+        !now.contains(&imported[0]) && !now.contains(&old[0]),
+        "{now:?}"
+    );
+}
