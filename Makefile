@@ -55,10 +55,11 @@ test-deps:
 test: test-deps lint
 	AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets
 
-## bench: throughput of issue and verify as ratios to GET /api/health (needs wrk)
-bench: install
+## bench: auth-jit against a bare axum ceiling in one interleaved run (wrk; table to bench/results.md)
+bench:
+	$(CARGO) build --release --locked --bin auth-jit --example reference --example mint
 	@command -v wrk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk >/dev/null; }
-	bench/run.sh
+	python3 bench/bench.py $(BENCH_ARGS)
 
 ## abuse: slow heads, idle flood, secret guessing and 2x overload against the release build (takes the machine for a minute)
 abuse: install
