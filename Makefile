@@ -53,7 +53,9 @@ test-deps:
 
 ## test: install test dependencies, then run every test (unit, integration, interop)
 test: test-deps lint
-	AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets
+	set -o pipefail; AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.txt
+	@# One closing line for the whole run (cargo prints one per test binary).
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test-output.txt
 
 ## bench: auth-jit against a bare axum ceiling in one interleaved run (wrk; table to bench/results.md)
 bench:

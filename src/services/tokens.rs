@@ -176,6 +176,19 @@ impl TokenService {
         issue::sign(key, claims).map_err(|_| TokenError::Internal("signing failed"))
     }
 
+    /// The stateless checks of a token (header, key, signature, claims) with
+    /// the current key set and clock: every operation goes through here.
+    fn check(&self, token: &str, expect: &Expectation) -> Result<AccessClaims, VerifyError> {
+        let _span = tracing::debug_span!("token.check_signature").entered();
+        verify::verify(
+            token,
+            self.keys().as_ref(),
+            &self.rules,
+            expect,
+            self.clock.now(),
+        )
+    }
+
     /// Verifies a token for `caller`, which must receive its audience, then
     /// checks revocation and, with `consume`, uses up a single-use token.
     #[tracing::instrument(name = "token.verify", skip_all, fields(client_id = %caller.id))]
@@ -191,16 +204,7 @@ impl TokenService {
                 return Err(TokenError::NotReceiver);
             }
         }
-        let claims = {
-            let _span = tracing::debug_span!("token.check_signature").entered();
-            verify::verify(
-                token,
-                self.keys().as_ref(),
-                &self.rules,
-                expect,
-                self.clock.now(),
-            )?
-        };
+        let claims = self.check(token, expect)?;
         // Deny by default: a token outlives neither its client's removal nor
         // an operator's `client revoke-tokens`.
         let state = self.check_state(&claims, consume).await?;
@@ -230,13 +234,7 @@ impl TokenService {
                     ignore_expiry: true,
                     ..Expectation::default()
                 };
-                let claims = match verify::verify(
-                    token,
-                    self.keys().as_ref(),
-                    &self.rules,
-                    &expect,
-                    self.clock.now(),
-                ) {
+                let claims = match self.check(token, &expect) {
                     Ok(claims) => claims,
                     Err(_) => return Ok(false),
                 };
@@ -289,13 +287,7 @@ impl TokenService {
             skip_binding: true,
             ..Expectation::default()
         };
-        let Ok(claims) = verify::verify(
-            token,
-            self.keys().as_ref(),
-            &self.rules,
-            &expect,
-            self.clock.now(),
-        ) else {
+        let Ok(claims) = self.check(token, &expect) else {
             return Ok(None);
         };
         if !caller.receives(&claims.aud) {
@@ -362,19 +354,14 @@ impl TokenService {
             return Err(TokenError::ExchangeNotAllowed);
         }
         let now = self.clock.now();
-        let subject = verify::verify(
-            subject_token,
-            self.keys().as_ref(),
-            &self.rules,
-            &Expectation::default(),
-            now,
-        )
-        .map_err(|e| match e {
-            VerifyError::BindingRequired => TokenError::InvalidGrant(
-                "subject_token is bound to one request and cannot be exchanged".into(),
-            ),
-            e => TokenError::InvalidGrant(format!("subject_token: {e}")),
-        })?;
+        let subject = self
+            .check(subject_token, &Expectation::default())
+            .map_err(|e| match e {
+                VerifyError::BindingRequired => TokenError::InvalidGrant(
+                    "subject_token is bound to one request and cannot be exchanged".into(),
+                ),
+                e => TokenError::InvalidGrant(format!("subject_token: {e}")),
+            })?;
         // Checked before anything is consumed: an exchange that cannot
         // produce a token must not use up a single-use subject token.
         let remaining = subject.exp.saturating_sub(now);

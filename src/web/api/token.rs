@@ -66,6 +66,30 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+impl From<crate::token::issue::IssuedToken> for TokenResponse {
+    fn from(issued: crate::token::issue::IssuedToken) -> Self {
+        Self {
+            expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+            scope: issued.claims.scope.clone().unwrap_or_default(),
+            access_token: issued.token,
+            token_type: "Bearer",
+        }
+    }
+}
+
+/// The client's request rate limit (`AUTH_JIT_RATE_LIMIT` or its own),
+/// for every endpoint that issues or writes: 429 with `Retry-After`.
+pub async fn rate_limit(
+    state: &AppState,
+    client: &crate::services::clients::Client,
+) -> Result<(), ApiError> {
+    state
+        .rate_limits
+        .check_shared(client.id.as_str(), client.rate_limit)
+        .await
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })
+}
+
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
 pub fn no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
@@ -132,11 +156,7 @@ pub async fn issue(
         audit::token_denied(&client, audience.as_ref().map(Audience::as_str), "jit", &e);
         e
     };
-    state
-        .rate_limits
-        .check_shared(client.id.as_str(), client.rate_limit)
-        .await
-        .map_err(|retry_after| denied(ApiError::TooManyRequests { retry_after }))?;
+    rate_limit(&state, &client).await.map_err(denied)?;
     let request = parse_issue(body).map_err(denied)?;
     let issued = state
         .tokens
@@ -144,13 +164,7 @@ pub async fn issue(
         .await
         .map_err(|e| denied(e.into()))?;
     audit::token_issued(&client, &issued.claims, "jit");
-    let response = TokenResponse {
-        expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
-        scope: issued.claims.scope.clone().unwrap_or_default(),
-        access_token: issued.token,
-        token_type: "Bearer",
-    };
-    Ok(no_store(Json(response).into_response()))
+    Ok(no_store(Json(TokenResponse::from(issued)).into_response()))
 }
 
 /// What a receiving API asks about a token.
@@ -306,11 +320,7 @@ pub async fn revoke(
         }
     };
     // Revocations write to the store: the client's rate limit applies.
-    state
-        .rate_limits
-        .check_shared(client.id.as_str(), client.rate_limit)
-        .await
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    rate_limit(&state, &client).await?;
     let (by, jti) = match &body {
         RevokeBody::Token(_) => ("token", None),
         RevokeBody::Jti(RevokeByJti { jti }) => ("jti", Some(jti.as_str())),

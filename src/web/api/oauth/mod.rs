@@ -23,7 +23,7 @@ pub use self::metadata::{__path_metadata, metadata, Metadata};
 use self::request::OAuthRequest;
 use super::audit;
 use super::error::{ApiError, ErrorBody};
-use super::token::{no_store, TokenResponse};
+use super::token::{no_store, rate_limit, TokenResponse};
 use crate::services::clients::Client;
 use crate::services::tokens::RevokeTarget;
 use crate::token::claims::AccessClaims;
@@ -69,11 +69,7 @@ async fn grant_token(
     client: &Client,
     form: &TokenForm,
 ) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
-    state
-        .rate_limits
-        .check_shared(client.id.as_str(), client.rate_limit)
-        .await
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    rate_limit(state, client).await?;
     let scope = form
         .scope
         .as_deref()
@@ -177,12 +173,7 @@ pub async fn token(
     };
     audit::token_issued(&client, &issued.claims, grant);
     let response = OAuthTokenResponse {
-        token: TokenResponse {
-            expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
-            scope: issued.claims.scope.clone().unwrap_or_default(),
-            access_token: issued.token,
-            token_type: "Bearer",
-        },
+        token: TokenResponse::from(issued),
         issued_token_type,
     };
     Ok(no_store(Json(response).into_response()))
@@ -293,11 +284,7 @@ pub async fn revoke(
     OAuthRequest { client, form }: OAuthRequest<TokenOnlyForm>,
 ) -> Result<Response, ApiError> {
     let token = form.token;
-    state
-        .rate_limits
-        .check_shared(client.id.as_str(), client.rate_limit)
-        .await
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    rate_limit(&state, &client).await?;
     let applied = state
         .tokens
         .revoke(&client, RevokeTarget::Token(&token))
