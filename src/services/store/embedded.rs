@@ -165,9 +165,10 @@ impl Store for EmbeddedStore {
         let client = token.client_id.to_owned();
         let (iat, keep_until) = (token.iat, token.keep_until);
         if !(consume && token.single_use) {
-            return self
-                .blocking(move |db, _| read_state(db, &ids, &jti, &client, iat))
-                .await;
+            // A read transaction on a small, hot file takes microseconds and
+            // never waits for a writer (redb readers see the last commit),
+            // so it runs here: a blocking-pool hop would cost more than it.
+            return read_state(&self.db, &ids, &jti, &client, iat);
         }
         self.blocking(move |db, deadline| {
             // redb allows one write transaction at a time: check-and-set here
