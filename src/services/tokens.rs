@@ -36,6 +36,10 @@ pub enum TokenError {
     /// An exchange asked for scopes the subject token does not carry.
     #[error("token exchange can only narrow scope: `{0}` is not in the subject token")]
     ScopeWidening(String),
+    /// No key signs yet: the shared ring was unreadable at start, or an
+    /// audience's new algorithm gets its first key within a second.
+    #[error("no signing key is loaded yet")]
+    NoSigningKey,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -164,15 +168,11 @@ impl TokenService {
     fn sign(&self, claims: AccessClaims) -> Result<IssuedToken, TokenError> {
         let _sign = tracing::debug_span!("token.sign").entered();
         let keys = self.keys();
-        // No key yet: the shared ring was not readable at start, or an
-        // audience's new algorithm gets its first key within a second.
         let key = match self.clients.signing_alg_for(&claims.aud) {
             None => keys.active(),
             Some(alg) => keys.active_for(alg),
         }
-        .ok_or_else(|| {
-            TokenError::Unavailable(StoreError::Unavailable("no signing key loaded yet".into()))
-        })?;
+        .ok_or(TokenError::NoSigningKey)?;
         issue::sign(key, claims).map_err(|_| TokenError::Internal("signing failed"))
     }
 

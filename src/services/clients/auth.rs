@@ -54,12 +54,15 @@ impl FailureGuard {
 
     /// The counters an attempt touches, with their limits.
     fn keys(&self, id: Option<&str>, peer: Option<IpAddr>) -> Vec<(String, u32)> {
-        // Ids come from the caller: bound what a key can hold.
+        // Ids come from the caller, and an "id" may be a pasted secret: the
+        // counter is named by a digest, never by the text.
         let id = id.filter(|_| self.per_id > 0).map(|id| {
-            (
-                format!("id:{}", id.chars().take(128).collect::<String>()),
-                self.per_id,
-            )
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+            let name: String = digest.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (format!("id:{name}"), self.per_id)
         });
         let ip = peer
             .filter(|_| self.per_address > 0)

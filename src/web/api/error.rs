@@ -203,6 +203,9 @@ impl From<TokenError> for ApiError {
                 tracing::warn!(error = %e, "store unavailable: failing closed");
                 Self::Unavailable("the token state store is unavailable; try again".into())
             }
+            TokenError::NoSigningKey => {
+                Self::Unavailable("no signing key is loaded yet; try again".into())
+            }
             TokenError::Internal(what) => {
                 tracing::error!(what, "internal error");
                 Self::Internal

@@ -57,24 +57,19 @@ pub struct Readiness {
         (status = 503, description = "Not ready; `checks` says why", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
+    let store_kind = state.tokens.store().kind();
     if state.draining.is_set() {
         // Shutting down: load balancers must stop sending now.
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(Readiness {
-                status: None,
-                error: Some("temporarily_unavailable"),
-                error_description: Some("draining: this instance is shutting down".into()),
-                store_kind: state.tokens.store().kind(),
-                checks: Checks {
-                    keys: "ok",
-                    clients: "ok",
-                    store: "ok",
-                },
-            }),
-        )
-            .into_response();
+        let checks = Checks {
+            keys: "ok",
+            clients: "ok",
+            store: "ok",
+        };
+        return not_ready(
+            store_kind,
+            checks,
+            "draining: this instance is shutting down",
+        );
     }
     let store_ok = state.tokens.store().ping().await.is_ok();
     let clients_ok = state.clients.is_healthy();
@@ -86,30 +81,33 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         clients: if clients_ok { "ok" } else { "unreadable" },
         store: if store_ok { "ok" } else { "unreachable" },
     };
-    let store_kind = state.tokens.store().kind();
-    if store_ok && clients_ok && keys_ok {
+    if !(store_ok && clients_ok && keys_ok) {
+        return not_ready(store_kind, checks, "not ready: see checks");
+    }
+    Json(Readiness {
+        status: Some("ready"),
+        error: None,
+        error_description: None,
+        store_kind,
+        checks,
+    })
+    .into_response()
+}
+
+/// 503 `temporarily_unavailable` with `Retry-After` and the checks.
+fn not_ready(store_kind: &'static str, checks: Checks, why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
         Json(Readiness {
-            status: Some("ready"),
-            error: None,
-            error_description: None,
+            status: None,
+            error: Some("temporarily_unavailable"),
+            error_description: Some(why.to_owned()),
             store_kind,
             checks,
-        })
+        }),
+    )
         .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(Readiness {
-                status: None,
-                error: Some("temporarily_unavailable"),
-                error_description: Some("not ready: see checks".into()),
-                store_kind,
-                checks,
-            }),
-        )
-            .into_response()
-    }
 }
 
 /// Prometheus metrics, text exposition format.
