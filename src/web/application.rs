@@ -13,9 +13,28 @@ use crate::services::tokens::TokenService;
 use crate::settings::Settings;
 use crate::web::server::{Draining, Limits, Stop};
 
-/// Cheap handles shared by every request.
+/// What every request shares, behind one `Arc`: a request clones the
+/// state once per handler, and one reference count (instead of one per
+/// field) is what two cores then contend for.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The handles inside [`AppState`].
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub clients: Clients,
     /// Client authentication, every method, behind the failure limit.

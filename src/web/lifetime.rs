@@ -141,7 +141,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         ),
     ));
     Ok(Started {
-        state: AppState {
+        state: AppState::new(application::Shared {
             settings: Arc::new(settings),
             auth,
             clients,
@@ -151,7 +151,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             metrics: crate::services::metrics::install(),
             draining: Draining::default(),
             in_flight,
-        },
+        }),
         tasks,
     })
 }

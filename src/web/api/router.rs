@@ -14,7 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -181,7 +183,16 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api();
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let body_limit = state.settings.max_body_bytes;
-    let shed_state = (state.in_flight.clone(), state.draining.clone());
+    let edge = Edge {
+        in_flight: state.in_flight.clone(),
+        draining: state.draining.clone(),
+    };
+    // Spans are per-request work that only pays when someone reads them:
+    // exported traces or the audit file (its events carry the request's
+    // fields). Otherwise the span is at DEBUG and costs nothing unless
+    // debug logging is on.
+    let traced =
+        !state.settings.otlp_endpoint.is_empty() || state.settings.audit_log_file.is_some();
     api.route("/", get(landing))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(not_found)
@@ -195,13 +206,10 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outside the limit and timeout layers, so their bare answers get
         // the JSON shape too.
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn_with_state(shed_state, admit))
-        .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(edge, self::edge))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with(move |request: &Request<Body>| request_span(request, traced))
                 .on_response(
                     |response: &Response, _latency: Duration, span: &tracing::Span| {
                         let status = response.status();
@@ -213,105 +221,163 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
 }
 
+/// `X-Request-Id` for requests that bring none: 128 random bits in hex,
+/// from the thread's DRBG (no system call per request, unlike a v4 UUID
+/// from the OS).
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut random = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut random).ok()?;
+        let mut text = [0u8; 32];
+        for (i, byte) in random.iter().enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        HeaderValue::from_bytes(&text).ok().map(RequestId::new)
+    }
+}
+
 /// One span per request, named by method and route pattern (never the raw
 /// URI, never headers), child of the caller's trace if it sent
-/// `traceparent`.
-fn request_span(request: &Request<Body>) -> tracing::Span {
+/// `traceparent`. At INFO when `traced`, else at DEBUG; a span nobody
+/// listens to is never named or linked.
+fn request_span(request: &Request<Body>, traced: bool) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    macro_rules! span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "request",
+                otel.name = tracing::field::Empty,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = tracing::field::Empty,
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+                client_id = tracing::field::Empty,
+                aud = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if traced {
+        span!(tracing::Level::INFO)
+    } else {
+        span!(tracing::Level::DEBUG)
+    };
+    if span.is_disabled() {
+        return span;
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
+    let method = request.method().as_str();
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("http.request.method", method);
+    span.record("http.route", route);
+    if let Some(id) = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let method = request.method();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request_id,
-        client_id = tracing::field::Empty,
-        aud = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
+    {
+        span.record("request_id", id);
+    }
     let _ = span.set_parent(crate::services::telemetry::remote_context(
         request.headers(),
     ));
     span
 }
 
-/// Request duration by method, route pattern and status.
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    // Standard methods by name; anything else is one bounded label.
-    let method = match request.method().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m.to_owned(),
-        _ => "other".to_owned(),
-    };
+/// What the edge middleware needs: the admission semaphore and the drain
+/// flag.
+#[derive(Clone)]
+struct Edge {
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    draining: crate::web::server::Draining,
+}
+
+/// Everything a request passes on its way in and out, in one middleware
+/// (one boxed future instead of four), in this order:
+///
+/// 1. load shedding: at most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests
+///    are handled at once; one more is answered 503 with `Retry-After` at
+///    once instead of queueing (a queue only turns overload into latency
+///    for everyone). Liveness and readiness are never shed: a load
+///    balancer must see the truth;
+/// 2. one JSON error shape for the bare answers of the layers inside
+///    (body limit, timeout, method not allowed);
+/// 3. `Connection: close` on every response while the server drains;
+/// 4. security headers, with a strict CSP on the pages;
+/// 5. request duration by method, route pattern and status.
+async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(
-        crate::services::metrics::HTTP_DURATION,
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_u16().to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
+    let path = request.uri().path();
+    let page = is_page(path);
+    let exempt = matches!(path, "/api/health" | "/api/ready");
+    let mut response = match admit(&edge.in_flight, exempt) {
+        Ok(permit) => {
+            let response = json_errors(next.run(request).await);
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            metrics::counter!(crate::services::metrics::SHED).increment(1);
+            ApiError::Unavailable("the server is at capacity; try again".into()).into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    if edge.draining.is_set() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    security_headers(headers, page);
+    crate::services::metrics::http_duration(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
-/// Load shedding and draining, in front of every handler.
-///
-/// At most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests are handled at once;
-/// one more is answered 503 with `Retry-After` at once, instead of queueing
-/// (a queue only turns overload into latency for everyone). Liveness and
-/// readiness are never shed: a load balancer must see the truth. While the
-/// server drains, every response asks the client to close the connection.
-async fn admit(
-    State((in_flight, draining)): State<(
-        std::sync::Arc<tokio::sync::Semaphore>,
-        crate::web::server::Draining,
-    )>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let exempt = matches!(request.uri().path(), "/api/health" | "/api/ready");
-    let permit = if exempt {
-        None
-    } else {
-        match in_flight.try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                metrics::counter!(crate::services::metrics::SHED).increment(1);
-                return ApiError::Unavailable("the server is at capacity; try again".into())
-                    .into_response();
-            }
-        }
-    };
-    let mut response = next.run(request).await;
-    drop(permit);
-    if draining.is_set() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Standard methods by name; anything else is one bounded label.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
-    response
+}
+
+/// A permit to run (none needed for the probes), or `Err` when at
+/// capacity.
+fn admit(
+    in_flight: &std::sync::Arc<tokio::sync::Semaphore>,
+    exempt: bool,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, tokio::sync::TryAcquireError> {
+    if exempt {
+        return Ok(None);
+    }
+    in_flight.clone().try_acquire_owned().map(Some)
 }
 
 /// The pages a browser renders: the landing page and Swagger UI.
@@ -329,10 +395,7 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// Security headers on every answer; a strict CSP on the pages.
-async fn security_headers(request: Request, next: Next) -> Response {
-    let page = is_page(request.uri().path());
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+fn security_headers(headers: &mut axum::http::HeaderMap, page: bool) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -346,7 +409,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(if page { PAGE_CSP } else { API_CSP }),
     );
-    response
 }
 
 async fn landing() -> Html<&'static str> {
@@ -363,8 +425,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Layers (body limit, timeout) answer with a bare status; give every error
 /// the one JSON shape.
-async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
