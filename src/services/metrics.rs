@@ -99,40 +99,88 @@ pub fn audience_label(audience: &str, allowed: bool) -> String {
     }
 }
 
-/// Records one request's duration under `HTTP_DURATION`.
+/// Adds `by` to the counter `name` with these labels.
 ///
-/// The handle for a (route, method, status) is looked up in the registry
-/// once per worker thread and then kept, so a request costs a hash of a
-/// short key and one histogram sample, with no label allocation and no
-/// lock. Routes are patterns and statuses come from our own code, so the
-/// cache stays as small as the label set.
-pub fn http_duration(route: &str, method: &'static str, status: u16, elapsed: std::time::Duration) {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    type ByRoute = HashMap<String, Vec<(&'static str, u16, metrics::Histogram)>>;
-    thread_local! {
-        static HANDLES: RefCell<ByRoute> = RefCell::new(HashMap::new());
-    }
-    let seconds = elapsed.as_secs_f64();
+/// Handles are looked up in the registry once per worker thread and label
+/// set, then kept: a sample costs one hash of a short key built in a
+/// reused buffer, with no allocation and no lock (the registry's lookup
+/// allocates the labels and takes a lock shared by both cores). Label
+/// values are bounded (see the module docs), so the cache is as small as
+/// the label set.
+pub fn count(name: &'static str, labels: &[(&'static str, &str)], by: u64) {
     HANDLES.with_borrow_mut(|handles| {
-        let by_label = match handles.get_mut(route) {
-            Some(entry) => entry,
-            None => handles.entry(route.to_owned()).or_default(),
-        };
-        if let Some((_, _, histogram)) = by_label
-            .iter()
-            .find(|(m, s, _)| *m == method && *s == status)
-        {
-            histogram.record(seconds);
-            return;
-        }
-        let histogram = metrics::histogram!(
-            HTTP_DURATION,
-            "method" => method,
-            "route" => route.to_owned(),
-            "status" => status.to_string(),
-        );
-        histogram.record(seconds);
-        by_label.push((method, status, histogram));
+        let Handles { key, counters, .. } = handles;
+        handle(key, counters, name, labels, |labels| {
+            metrics::counter!(name, labels)
+        })
+        .increment(by);
     });
+}
+
+/// Records `value` in the histogram `name` with these labels; cached like
+/// [`count`].
+pub fn record(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    HANDLES.with_borrow_mut(|handles| {
+        let Handles {
+            key, histograms, ..
+        } = handles;
+        handle(key, histograms, name, labels, |labels| {
+            metrics::histogram!(name, labels)
+        })
+        .record(value);
+    });
+}
+
+/// Request duration by method, route pattern and status.
+pub fn http_duration(
+    route: &str,
+    method: &'static str,
+    status: axum::http::StatusCode,
+    elapsed: std::time::Duration,
+) {
+    record(
+        HTTP_DURATION,
+        &[
+            ("method", method),
+            ("route", route),
+            ("status", status.as_str()),
+        ],
+        elapsed.as_secs_f64(),
+    );
+}
+
+#[derive(Default)]
+struct Handles {
+    /// The lookup key of the current sample, reused.
+    key: String,
+    counters: std::collections::HashMap<String, metrics::Counter>,
+    histograms: std::collections::HashMap<String, metrics::Histogram>,
+}
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::default();
+}
+
+fn handle<'a, H>(
+    key: &mut String,
+    cache: &'a mut std::collections::HashMap<String, H>,
+    name: &'static str,
+    labels: &[(&'static str, &str)],
+    register: impl FnOnce(Vec<metrics::Label>) -> H,
+) -> &'a H {
+    use std::fmt::Write;
+    key.clear();
+    key.push_str(name);
+    for (label, value) in labels {
+        // Length-prefixed: no two label sets give the same key.
+        let _ = write!(key, "|{label}={}:{value}", value.len());
+    }
+    if !cache.contains_key(key.as_str()) {
+        let labels = labels
+            .iter()
+            .map(|(label, value)| metrics::Label::new(*label, (*value).to_owned()))
+            .collect();
+        cache.insert(key.clone(), register(labels));
+    }
+    &cache[key.as_str()]
 }

@@ -71,7 +71,7 @@ const MAX_HEADERS: usize = 64;
 /// [`Stop::Terminate`]) and shuts down as the module header says.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: crate::web::api::router::App,
     limits: Limits,
     draining: Draining,
     stop: impl Future<Output = Stop> + Send + 'static,

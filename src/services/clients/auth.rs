@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Client, Clients};
@@ -37,6 +38,10 @@ pub struct FailureGuard {
     per_id: u32,
     per_address: u32,
     local: Mutex<HashMap<String, (u64, u64)>>,
+    /// The window of the last failure counted here: while it is not the
+    /// current one, no local counter can be over its limit, and a check
+    /// needs neither the lock nor a digest.
+    last_local_failure: AtomicU64,
     shared: Option<StoreHandle>,
 }
 
@@ -48,6 +53,7 @@ impl FailureGuard {
             per_id,
             per_address,
             local: Mutex::new(HashMap::new()),
+            last_local_failure: AtomicU64::new(u64::MAX),
             shared: store.is_shared().then(|| store.clone()),
         }
     }
@@ -57,12 +63,13 @@ impl FailureGuard {
         // Ids come from the caller, and an "id" may be a pasted secret: the
         // counter is named by a digest, never by the text.
         let id = id.filter(|_| self.per_id > 0).map(|id| {
+            use base64::Engine as _;
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-            let name: String = digest.as_ref()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            (format!("id:{name}"), self.per_id)
+            let mut name = String::with_capacity(3 + 22);
+            name.push_str("id:");
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode_string(&digest.as_ref()[..16], &mut name);
+            (name, self.per_id)
         });
         let ip = peer
             .filter(|_| self.per_address > 0)
@@ -73,6 +80,9 @@ impl FailureGuard {
     /// `Err(seconds)` if `id` or `peer` used up its failures in this window.
     pub async fn check(&self, id: Option<&str>, peer: Option<IpAddr>, now: u64) -> Result<(), u64> {
         let window = now / WINDOW;
+        if self.shared.is_none() && self.last_local_failure.load(Ordering::Relaxed) != window {
+            return Ok(());
+        }
         let retry_after = (WINDOW - now % WINDOW).max(1);
         for (key, limit) in self.keys(id, peer) {
             if self.count(&key, window, false).await >= u64::from(limit) {
@@ -100,17 +110,21 @@ impl FailureGuard {
         let Ok(mut local) = self.local.lock() else {
             return 0;
         };
-        if add && local.len() >= 100_000 {
+        if !add {
+            return local
+                .get(key)
+                .map_or(0, |(w, n)| if *w == window { *n } else { 0 });
+        }
+        if local.len() >= 100_000 {
             // Bound memory under a flood of fresh ids: old windows go.
             local.retain(|_, (w, _)| *w == window);
         }
+        self.last_local_failure.store(window, Ordering::Relaxed);
         let entry = local.entry(key.to_owned()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }
-        if add {
-            entry.1 += 1;
-        }
+        entry.1 += 1;
         entry.1
     }
 }

@@ -207,12 +207,15 @@ impl StoreHandle {
             Err(_) => Err(StoreError::Timeout),
         };
         let elapsed = started.elapsed();
-        metrics::histogram!(crate::services::metrics::STORE_DURATION, "op" => op, "backend" => self.kind())
-            .record(elapsed.as_secs_f64());
+        let labels = [("op", op), ("backend", self.kind())];
+        crate::services::metrics::record(
+            crate::services::metrics::STORE_DURATION,
+            &labels,
+            elapsed.as_secs_f64(),
+        );
         if let Err(e) = &result {
             span.record("error", tracing::field::display(e));
-            metrics::counter!(crate::services::metrics::STORE_ERRORS, "op" => op, "backend" => self.kind())
-                .increment(1);
+            crate::services::metrics::count(crate::services::metrics::STORE_ERRORS, &labels, 1);
             tracing::warn!(op, store = self.kind(), ?elapsed, error = %e, "store call failed");
         }
         result

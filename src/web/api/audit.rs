@@ -6,12 +6,11 @@
 //! `reason` as they apply; the request id comes from the enclosing request
 //! span. Never a token, never a secret.
 
-use metrics::counter;
-
 use super::error::ApiError;
 use crate::services::clients::Client;
 use crate::services::metrics::{
-    audience_label, CLIENT_AUTH_FAILURES, REVOCATIONS, TOKENS_DENIED, TOKENS_ISSUED, VERIFICATIONS,
+    audience_label, count, CLIENT_AUTH_FAILURES, REVOCATIONS, TOKENS_DENIED, TOKENS_ISSUED,
+    VERIFICATIONS,
 };
 use crate::services::telemetry::AUDIT;
 use crate::token::claims::AccessClaims;
@@ -32,7 +31,7 @@ pub fn client_auth_failed(method: &'static str, claimed: Option<&str>, known: bo
         _ => "(unknown)",
     };
     tracing::info!(target: AUDIT, event = "client_auth_failed", outcome = "failure", method, client_id, reason);
-    counter!(CLIENT_AUTH_FAILURES, "method" => method).increment(1);
+    count(CLIENT_AUTH_FAILURES, &[("method", method)], 1);
     span_outcome("client_auth_failed", None);
 }
 
@@ -49,8 +48,15 @@ pub fn token_issued(client: &Client, claims: &AccessClaims, grant: &'static str)
         once = claims.is_single_use(),
         delegation_depth = claims.delegation_depth(),
     );
-    counter!(TOKENS_ISSUED, "client" => client.id.to_string(), "audience" => claims.aud.clone(), "grant" => grant)
-        .increment(1);
+    count(
+        TOKENS_ISSUED,
+        &[
+            ("client", client.id.as_str()),
+            ("audience", &claims.aud),
+            ("grant", grant),
+        ],
+        1,
+    );
     span_outcome("issued", Some(&claims.aud));
 }
 
@@ -68,8 +74,15 @@ pub fn token_denied(client: &Client, aud: Option<&str>, grant: &'static str, err
     );
     let allowed = aud.is_some_and(|a| client.policy.audiences.iter().any(|x| x.as_str() == a));
     let label = aud.map_or_else(|| "none".to_owned(), |a| audience_label(a, allowed));
-    counter!(TOKENS_DENIED, "client" => client.id.to_string(), "audience" => label, "reason" => reason)
-        .increment(1);
+    count(
+        TOKENS_DENIED,
+        &[
+            ("client", client.id.as_str()),
+            ("audience", &label),
+            ("reason", reason),
+        ],
+        1,
+    );
     span_outcome("denied", aud.filter(|_| allowed));
 }
 
@@ -87,7 +100,7 @@ pub fn verification(client: &Client, via: &'static str, result: Result<&AccessCl
                 jti = %claims.jti,
                 once = claims.is_single_use(),
             );
-            counter!(VERIFICATIONS, "via" => via, "outcome" => "active").increment(1);
+            count(VERIFICATIONS, &[("via", via), ("outcome", "active")], 1);
             span_outcome("active", Some(&claims.aud));
         }
         Err(error) => {
@@ -105,7 +118,7 @@ pub fn verification(client: &Client, via: &'static str, result: Result<&AccessCl
                 reason = outcome,
                 detail = %error,
             );
-            counter!(VERIFICATIONS, "via" => via, "outcome" => outcome).increment(1);
+            count(VERIFICATIONS, &[("via", via), ("outcome", outcome)], 1);
             span_outcome(outcome, None);
         }
     }
@@ -120,7 +133,13 @@ pub fn revocation(client: &Client, by: &'static str, applied: bool, jti: Option<
         client_id = %client.id,
         jti = jti.unwrap_or_default(),
     );
-    counter!(REVOCATIONS, "by" => by, "applied" => if applied { "true" } else { "false" })
-        .increment(1);
+    count(
+        REVOCATIONS,
+        &[
+            ("by", by),
+            ("applied", if applied { "true" } else { "false" }),
+        ],
+        1,
+    );
     span_outcome(if applied { "revoked" } else { "ignored" }, None);
 }

@@ -2,22 +2,23 @@
 //! `OpenApiRouter`, so nothing is served undocumented; then Swagger UI, the
 //! landing page, JSON errors for whatever a layer answers, and the layers.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper::body::Incoming;
+use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -178,38 +179,65 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-/// The whole application with its layers.
-pub fn router(state: AppState) -> Router {
+/// The response body the stack gives hyper (the panic catcher boxes it).
+pub type AppBody = tower_http::body::UnsyncBoxBody<axum::body::Bytes, tower_http::BoxError>;
+
+/// The application as hyper serves it.
+pub type App =
+    tower::util::BoxCloneSyncService<Request<Incoming>, axum::http::Response<AppBody>, Infallible>;
+
+/// The whole application: the routes, and around them, as one tower stack,
+/// the layers every request passes. They wrap the router, not its routes:
+/// `Router::layer` would wrap every route in a boxed service of its own,
+/// one allocation and one boxed future per layer and request. Only
+/// [`RouteLabel`] must see the matched route, so it alone is per route.
+pub fn router(state: AppState) -> App {
     let (api, openapi) = api();
-    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
-    let body_limit = state.settings.max_body_bytes;
     let edge = Edge {
         in_flight: state.in_flight.clone(),
         draining: state.draining.clone(),
+        timeout: Duration::from_secs(state.settings.request_timeout_secs),
+        max_body: state.settings.max_body_bytes,
     };
+    let body_limit = state.settings.max_body_bytes;
     // Spans are per-request work that only pays when someone reads them:
     // exported traces or the audit file (its events carry the request's
     // fields). Otherwise the span is at DEBUG and costs nothing unless
     // debug logging is on.
     let traced =
         !state.settings.otlp_endpoint.is_empty() || state.settings.audit_log_file.is_some();
-    api.route("/", get(landing))
+    // Every API path is static, so a span is named at its start (the
+    // exporter fixes the name then) from the documented paths.
+    let names: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
+        openapi
+            .paths
+            .paths
+            .keys()
+            .cloned()
+            .chain(["/".to_owned()])
+            .collect(),
+    );
+    let routes = api
+        .route("/", get(landing))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .route_layer(tower::layer::layer_fn(move |inner| RouteLabel {
+            inner,
+            traced,
+        }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        // Outside the limit and timeout layers, so their bare answers get
-        // the JSON shape too.
-        .layer(middleware::from_fn_with_state(edge, self::edge))
+        .with_state(state);
+    let stack = tower::ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request<Body>| request_span(request, traced))
+                .make_span_with(move |request: &Request<Incoming>| {
+                    request_span(request, traced, &names)
+                })
                 .on_response(
                     |response: &Response, _latency: Duration, span: &tracing::Span| {
                         let status = response.status();
@@ -220,11 +248,14 @@ pub fn router(state: AppState) -> Router {
                     },
                 ),
         )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
+        .map_request(|request: Request<Incoming>| request.map(Body::new))
+        .layer(tower::layer::layer_fn(move |inner| EdgeService {
+            inner,
+            edge: edge.clone(),
         }))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .service(routes);
+    tower::util::BoxCloneSyncService::new(stack)
 }
 
 /// `X-Request-Id` for requests that bring none: 128 random bits in hex,
@@ -247,11 +278,16 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
-/// One span per request, named by method and route pattern (never the raw
-/// URI, never headers), child of the caller's trace if it sent
-/// `traceparent`. At INFO when `traced`, else at DEBUG; a span nobody
-/// listens to is never named or linked.
-fn request_span(request: &Request<Body>, traced: bool) -> tracing::Span {
+/// One span per request, named by method and route (a documented path,
+/// `/api/docs` for Swagger UI, or `unmatched`: never a raw URI, never
+/// headers), child of the caller's trace if it sent `traceparent`.
+/// [`RouteLabel`] adds the route pattern that matched. At INFO when
+/// `traced`, else at DEBUG; a span nobody listens to is never named.
+fn request_span<B>(
+    request: &Request<B>,
+    traced: bool,
+    names: &std::collections::HashSet<String>,
+) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     macro_rules! span {
         ($level:expr) => {
@@ -279,14 +315,15 @@ fn request_span(request: &Request<Body>, traced: bool) -> tracing::Span {
     if span.is_disabled() {
         return span;
     }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
     let method = request.method().as_str();
-    span.record("otel.name", format!("{method} {route}"));
+    let path = request.uri().path();
+    let name = match names.get(path) {
+        Some(route) => route.as_str(),
+        None if is_page(path) => "/api/docs",
+        None => "unmatched",
+    };
+    span.record("otel.name", format!("{method} {name}"));
     span.record("http.request.method", method);
-    span.record("http.route", route);
     if let Some(id) = request
         .headers()
         .get(&REQUEST_ID)
@@ -300,57 +337,155 @@ fn request_span(request: &Request<Body>, traced: bool) -> tracing::Span {
     span
 }
 
-/// What the edge middleware needs: the admission semaphore and the drain
-/// flag.
+/// The one per-route layer: records the matched route in the request span
+/// and hands it to [`EdgeService`] in the response, for the metric.
+#[derive(Clone)]
+struct RouteLabel<S> {
+    inner: S,
+    traced: bool,
+}
+
+/// The matched route pattern, as a response extension.
+#[derive(Clone)]
+struct Route(MatchedPath);
+
+impl<S> Service<Request> for RouteLabel<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        if let (true, Some(route)) = (self.traced, &route) {
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record(
+                    "otel.name",
+                    format!("{} {}", request.method(), route.as_str()),
+                );
+                span.record("http.route", route.as_str());
+            }
+        }
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if let Some(route) = route {
+                response.extensions_mut().insert(Route(route));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// What the edge needs: the admission semaphore, the drain flag and the
+/// request limits.
 #[derive(Clone)]
 struct Edge {
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     draining: crate::web::server::Draining,
+    timeout: Duration,
+    max_body: usize,
 }
 
-/// Everything a request passes on its way in and out, in one middleware
-/// (one boxed future instead of four), in this order:
+/// Everything a request passes on its way in and out, in one service, in
+/// this order:
 ///
 /// 1. load shedding: at most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests
 ///    are handled at once; one more is answered 503 with `Retry-After` at
 ///    once instead of queueing (a queue only turns overload into latency
 ///    for everyone). Liveness and readiness are never shed: a load
 ///    balancer must see the truth;
-/// 2. one JSON error shape for the bare answers of the layers inside
-///    (body limit, timeout, method not allowed);
-/// 3. `Connection: close` on every response while the server drains;
-/// 4. security headers, with a strict CSP on the pages;
-/// 5. request duration by method, route pattern and status.
-async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(request.method());
-    let path = request.uri().path();
-    let page = is_page(path);
-    let exempt = matches!(path, "/api/health" | "/api/ready");
-    let mut response = match admit(&edge.in_flight, exempt) {
-        Ok(permit) => {
-            let response = json_errors(next.run(request).await);
-            drop(permit);
-            response
-        }
-        Err(_) => {
-            metrics::counter!(crate::services::metrics::SHED).increment(1);
-            ApiError::Unavailable("the server is at capacity; try again".into()).into_response()
-        }
-    };
-    let headers = response.headers_mut();
-    if edge.draining.is_set() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// 2. a declared body over `AUTH_JIT_MAX_BODY_BYTES` is refused (413)
+///    unread; the extractors bound undeclared ones by the same limit;
+/// 3. `AUTH_JIT_REQUEST_TIMEOUT_SECS` for the whole answer (408);
+/// 4. one JSON error shape for the bare answers from inside (the
+///    extractors' body limit, method not allowed);
+/// 5. `Connection: close` on every response while the server drains;
+/// 6. security headers, with a strict CSP on the pages;
+/// 7. request duration by method, route pattern and status.
+#[derive(Clone)]
+struct EdgeService<S> {
+    inner: S,
+    edge: Edge,
+}
+
+impl<S> Service<Request> for EdgeService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    security_headers(headers, page);
-    crate::services::metrics::http_duration(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let edge = self.edge.clone();
+        Box::pin(async move { Ok(edge.handle(inner, request).await) })
+    }
+}
+
+impl Edge {
+    async fn handle<S>(self, mut inner: S, request: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        let started = std::time::Instant::now();
+        let method = method_label(request.method());
+        let path = request.uri().path();
+        let page = is_page(path);
+        let exempt = matches!(path, "/api/health" | "/api/ready");
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut response = match admit(&self.in_flight, exempt) {
+            Err(_) => {
+                crate::services::metrics::count(crate::services::metrics::SHED, &[], 1);
+                ApiError::Unavailable("the server is at capacity; try again".into()).into_response()
+            }
+            Ok(_) if declared.is_some_and(|n| n > self.max_body as u64) => {
+                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
+            }
+            Ok(permit) => {
+                let response = match tokio::time::timeout(self.timeout, inner.call(request)).await {
+                    Ok(Ok(response)) => json_errors(response),
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response(),
+                };
+                drop(permit);
+                response
+            }
+        };
+        let route = response.extensions_mut().remove::<Route>();
+        let headers = response.headers_mut();
+        if self.draining.is_set() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        security_headers(headers, page);
+        crate::services::metrics::http_duration(
+            route.as_ref().map_or("unmatched", |Route(r)| r.as_str()),
+            method,
+            response.status(),
+            started.elapsed(),
+        );
+        response
+    }
 }
 
 /// Standard methods by name; anything else is one bounded label.
