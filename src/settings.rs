@@ -51,6 +51,29 @@ impl Environment {
     }
 }
 
+/// How the Redis store is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// One primary; `AUTH_JIT_STORE_URL` is its URL.
+    Single,
+    /// Redis Cluster; `AUTH_JIT_STORE_URL` lists seed nodes.
+    Cluster,
+    /// A primary found through Sentinel; `AUTH_JIT_STORE_URL` lists the
+    /// sentinels, `AUTH_JIT_STORE_SENTINEL_MASTER` names the primary.
+    Sentinel,
+}
+
+impl StoreMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Cluster => "cluster",
+            Self::Sentinel => "sentinel",
+        }
+    }
+}
+
 /// How spans reach the OTLP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,6 +199,14 @@ pub struct Settings {
     /// Empty: `DATA_DIR/clients.toml`.
     pub clients_file: PathBuf,
     pub store_url: Secret,
+    pub store_mode: StoreMode,
+    /// The primary's name at the sentinels (sentinel mode).
+    pub store_sentinel_master: String,
+    /// Replicas a consume or revocation must reach before it is
+    /// acknowledged; empty: 0 in single mode, 1 in cluster and sentinel
+    /// mode (see [`Settings::store_min_replicas`]).
+    #[serde(serialize_with = "empty_if_none")]
+    pub store_min_replicas: Option<u32>,
     pub store_prefix: String,
     pub store_timeout_ms: u64,
     pub default_ttl: u64,
@@ -239,6 +270,9 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             clients_file: PathBuf::new(),
             store_url: Secret::default(),
+            store_mode: StoreMode::Single,
+            store_sentinel_master: String::new(),
+            store_min_replicas: None,
             store_prefix: "auth-jit:".into(),
             store_timeout_ms: 100,
             default_ttl: 60,
@@ -419,6 +453,18 @@ impl Settings {
         !self.store_url.is_empty()
     }
 
+    /// Replicas a protecting write waits for: as set, else 0 on one
+    /// primary and 1 on a cluster or behind Sentinel, where a failover
+    /// must not undo an acknowledged consume or revocation.
+    pub fn store_min_replicas(&self) -> u32 {
+        self.store_min_replicas
+            .unwrap_or(if self.store_mode == StoreMode::Single {
+                0
+            } else {
+                1
+            })
+    }
+
     /// Fills what derives from other settings and checks the rules between
     /// values.
     fn finish(mut self) -> Result<Self, SettingsError> {
@@ -454,6 +500,21 @@ impl Settings {
         }
         if self.store_timeout_ms == 0 || self.store_timeout_ms > 60_000 {
             return Err(bad("store_timeout_ms", "expected 1 to 60000 milliseconds"));
+        }
+        if self.store_mode != StoreMode::Single && !self.uses_redis() {
+            return Err(bad(
+                "store_mode",
+                "cluster and sentinel modes need AUTH_JIT_STORE_URL (seed nodes or sentinels)",
+            ));
+        }
+        if self.store_mode == StoreMode::Sentinel && self.store_sentinel_master.is_empty() {
+            return Err(bad(
+                "store_sentinel_master",
+                "sentinel mode needs the primary's name at the sentinels",
+            ));
+        }
+        if self.store_min_replicas.is_some_and(|n| n > 16) {
+            return Err(bad("store_min_replicas", "expected 0 to 16"));
         }
         self.check_keys()?;
         if self.max_delegation_depth > 10 {
@@ -513,13 +574,22 @@ impl Settings {
             }
         }
         if self.uses_redis() {
-            let scheme_ok = url::Url::parse(self.store_url.expose().trim())
-                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
-                .unwrap_or(false);
+            let urls: Vec<&str> = self.store_url.expose().split(',').map(str::trim).collect();
+            let scheme_ok = urls.iter().all(|url| {
+                url::Url::parse(url)
+                    .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                    .unwrap_or(false)
+            });
             if !scheme_ok {
                 return Err(bad(
                     "store_url",
-                    "expected empty (embedded store) or a redis:// or rediss:// URL",
+                    "expected empty (embedded store), a redis:// or rediss:// URL, or (cluster and sentinel mode) a comma-separated list of them",
+                ));
+            }
+            if urls.len() > 1 && self.store_mode == StoreMode::Single {
+                return Err(bad(
+                    "store_url",
+                    "a list of URLs needs AUTH_JIT_STORE_MODE=cluster or sentinel",
                 ));
             }
         }

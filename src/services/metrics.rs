@@ -17,6 +17,9 @@ pub const HTTP_DURATION: &str = "auth_jit_http_request_duration_seconds";
 pub const STORE_DURATION: &str = "auth_jit_store_call_duration_seconds";
 pub const STORE_ERRORS: &str = "auth_jit_store_errors_total";
 pub const KEY_AGE: &str = "auth_jit_signing_key_age_seconds";
+/// 1 while the last store call succeeded, 0 after a failed one; labelled
+/// by backend and mode.
+pub const STORE_UP: &str = "auth_jit_store_up";
 /// Requests answered 503 at once because the server was at capacity.
 pub const SHED: &str = "auth_jit_requests_shed_total";
 /// Client authentications answered 429 by the failure limit.
@@ -84,6 +87,10 @@ fn describe() {
         "State store calls that failed or timed out, by operation and backend"
     );
     metrics::describe_gauge!(
+        STORE_UP,
+        "1 while the last store call succeeded, 0 after a failed one (by backend and mode)"
+    );
+    metrics::describe_gauge!(
         KEY_AGE,
         metrics::Unit::Seconds,
         "Age of the active signing key"
@@ -131,6 +138,17 @@ pub fn record(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
     });
 }
 
+/// Sets the gauge `name` with these labels; cached like [`count`].
+pub fn set(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    HANDLES.with_borrow_mut(|handles| {
+        let Handles { key, gauges, .. } = handles;
+        handle(key, gauges, name, labels, |labels| {
+            metrics::gauge!(name, labels)
+        })
+        .set(value);
+    });
+}
+
 /// Request duration by method, route pattern and status.
 pub fn http_duration(
     route: &str,
@@ -155,6 +173,7 @@ struct Handles {
     key: String,
     counters: std::collections::HashMap<String, metrics::Counter>,
     histograms: std::collections::HashMap<String, metrics::Histogram>,
+    gauges: std::collections::HashMap<String, metrics::Gauge>,
 }
 
 thread_local! {

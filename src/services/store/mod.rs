@@ -7,6 +7,7 @@
 //! a store that does not answer is an error, and callers fail closed.
 
 mod embedded;
+mod link;
 mod redis;
 
 use std::sync::Arc;
@@ -128,6 +129,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A short name for logs and readiness: "embedded" or "redis".
     fn kind(&self) -> &'static str;
+    /// How it is deployed: for Redis `single`, `cluster` or `sentinel`;
+    /// otherwise the kind.
+    fn mode(&self) -> &'static str {
+        self.kind()
+    }
     /// Whether every instance sees this store's state.
     fn is_shared(&self) -> bool;
 }
@@ -161,9 +167,12 @@ impl StoreHandle {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let inner: Arc<dyn Store> = if settings.uses_redis() {
             Arc::new(RedisStore::connect(
+                settings.store_mode,
                 settings.store_url.expose(),
+                &settings.store_sentinel_master,
                 &settings.store_prefix,
                 Duration::from_millis(settings.store_timeout_ms),
+                settings.store_min_replicas(),
             )?)
         } else {
             Arc::new(
@@ -179,6 +188,11 @@ impl StoreHandle {
 
     pub fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    /// `single`, `cluster` or `sentinel` for Redis; else the kind.
+    pub fn mode(&self) -> &'static str {
+        self.inner.mode()
     }
 
     /// Whether other instances see the same state (Redis).
@@ -208,6 +222,11 @@ impl StoreHandle {
         };
         let elapsed = started.elapsed();
         let labels = [("op", op), ("backend", self.kind())];
+        crate::services::metrics::set(
+            crate::services::metrics::STORE_UP,
+            &[("backend", self.kind()), ("mode", self.mode())],
+            if result.is_ok() { 1.0 } else { 0.0 },
+        );
         crate::services::metrics::record(
             crate::services::metrics::STORE_DURATION,
             &labels,

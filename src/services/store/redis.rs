@@ -1,30 +1,48 @@
-//! The Redis store, for any number of instances. Every check-and-set is one
-//! Lua script, which Redis runs atomically: exactly-once holds across the
-//! fleet. Keys expire with the token they describe (`EXAT`), so Redis needs
-//! no cleaning. Works with any Redis-protocol server that has `EXAT` and Lua
-//! (Redis >= 6.2, Valkey); a single primary, not Redis Cluster (the check
-//! script touches keys of two hash slots).
+//! The Redis store, for any number of instances, on one primary, a Redis
+//! Cluster or a primary behind Sentinel ([`super::link`]). Every
+//! check-and-set is one Lua script, which Redis runs atomically:
+//! exactly-once holds across the fleet. Keys expire with the token they
+//! describe (`EXAT`), so Redis needs no cleaning. Works with any
+//! Redis-protocol server that has `EXAT` and Lua (Redis >= 6.2, Valkey).
+//!
+//! Key layout (`P` is `AUTH_JIT_STORE_PREFIX`). Every script touches one
+//! hash slot: a token's keys share the hash tag `{jti}`; everything else is
+//! one key per script.
+//!
+//! | key | what |
+//! | --- | --- |
+//! | `P{jti}:used` | a single-use token was consumed |
+//! | `P{jti}:revoked:ID` | a revocation ([`revocation_id`]: the jti, and who revoked) |
+//! | `P client-cutoff:CLIENT` | tokens of a client issued up to this instant are revoked |
+//! | `P rate:CLIENT:SECOND`, `P authfail:KEY:MINUTE` | rate and failure counters |
+//! | `P once:KEY` | a client assertion was seen (replay) |
+//! | `P keyring` | the fleet's key ring, one hash |
+//!
+//! A write that protects a promise (a consumed token, a revocation, a
+//! seen assertion, a key ring change) is acknowledged only once
+//! `AUTH_JIT_STORE_MIN_REPLICAS` replicas have it (`WAIT`, bounded by half
+//! the store timeout); otherwise the caller gets 503, never a success that
+//! a failover could undo.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{Cmd, FromRedisValue};
 
+use super::link::Link;
 use super::{revocation_id, Party, Store, StoreError, TokenRef, TokenState};
+use crate::settings::StoreMode;
 
-/// KEYS: three revocation ids, client-cutoff:<client>, used:<jti>
-/// ARGV: iat, consume (0/1), keep_until
+/// KEYS: P{jti}:revoked:ID for the three revocation ids, P{jti}:used.
+/// ARGV: consume (0/1), keep_until.
 /// Returns 0 active, 1 revoked, 2 already used.
 const CHECK: &str = r"
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then return 1 end
-local cut = redis.call('GET', KEYS[4])
-if cut and tonumber(ARGV[1]) <= tonumber(cut) then return 1 end
-if ARGV[2] == '1' then
-  if redis.call('SET', KEYS[5], '1', 'NX', 'EXAT', ARGV[3]) then return 0 end
+if ARGV[1] == '1' then
+  if redis.call('SET', KEYS[4], '1', 'NX', 'EXAT', ARGV[2]) then return 0 end
   return 2
 end
-if redis.call('EXISTS', KEYS[5]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
 return 0
 ";
 
@@ -77,43 +95,47 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 ";
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    link: Link,
     prefix: String,
-    check: Script,
-    cutoff: Script,
-    rate: Script,
-    ring_commit: Script,
-    failures: Script,
+    mode: StoreMode,
+    /// Replicas a protecting write must reach before it is acknowledged.
+    replicas: u32,
+    /// How long `WAIT` may take, in milliseconds.
+    wait_ms: u64,
 }
 
-fn err(e: redis::RedisError) -> StoreError {
+fn err(e: &redis::RedisError) -> StoreError {
     // Redis errors can echo the URL; keep only the kind.
     StoreError::Unavailable(format!("redis: {:?}", e.kind()))
 }
 
+/// A script as one `EVAL` (the server caches it by digest): no `NOSCRIPT`
+/// round after a failover or on a node that has not seen it yet.
+fn eval(script: &str, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd
+}
+
 impl RedisStore {
-    /// Prepares a connection; it is made lazily and re-made after any loss,
-    /// so the service starts (not ready) while Redis is down and recovers by
-    /// itself when it comes back.
-    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|_| anyhow::anyhow!("AUTH_JIT_STORE_URL: not a valid Redis URL"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|_| {
-            anyhow::anyhow!("AUTH_JIT_STORE_URL: cannot prepare a Redis connection")
-        })?;
+    /// Prepares the connection (see [`Link::open`]).
+    pub fn connect(
+        mode: StoreMode,
+        url: &str,
+        sentinel_master: &str,
+        prefix: &str,
+        timeout: Duration,
+        replicas: u32,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            conn,
+            link: Link::open(mode, url, sentinel_master, timeout)?,
             prefix: prefix.to_owned(),
-            check: Script::new(CHECK),
-            cutoff: Script::new(CUTOFF),
-            rate: Script::new(RATE),
-            ring_commit: Script::new(RING_COMMIT),
-            failures: Script::new(FAILURES),
+            mode,
+            replicas,
+            wait_ms: (u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) / 2).max(1),
         })
     }
 
@@ -121,37 +143,93 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.prefix)
     }
 
+    /// A key about one token: the jti is its hash tag (a jti is base64url,
+    /// so it holds no brace).
+    fn token_key(&self, jti: &str, what: &str) -> String {
+        format!("{}{{{jti}}}:{what}", self.prefix)
+    }
+
+    fn revoked_key(&self, revocation_id: &str) -> String {
+        let jti = revocation_id.split('|').next().unwrap_or_default();
+        self.token_key(jti, &format!("revoked:{revocation_id}"))
+    }
+
     /// One hash holds the whole ring, so every change to it is one key
     /// (one hash slot) and one atomic script.
     fn ring_key(&self) -> String {
         format!("{}keyring", self.prefix)
+    }
+
+    /// Runs one command.
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let result = match self.link.conn().await {
+            Ok(mut conn) => cmd.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| {
+            self.link.failed(&e);
+            err(&e)
+        })
+    }
+
+    /// Runs a write that protects a promise, followed on the same
+    /// connection (and so the same node) by `WAIT` for the replicas.
+    async fn write<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, StoreError> {
+        if self.replicas == 0 {
+            return self.run(&cmd).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        pipe.cmd("WAIT").arg(self.replicas).arg(self.wait_ms);
+        let result = match self.link.conn().await {
+            Ok(mut conn) => pipe.query_async::<(T, u32)>(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        let (value, acked) = result.map_err(|e| {
+            self.link.failed(&e);
+            err(&e)
+        })?;
+        if acked < self.replicas {
+            return Err(StoreError::Unavailable(format!(
+                "redis: the write reached {acked} of {} replicas in {} ms",
+                self.replicas, self.wait_ms
+            )));
+        }
+        Ok(value)
     }
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn check(&self, token: TokenRef<'_>, consume: bool) -> Result<TokenState, StoreError> {
-        let mut conn = self.conn.clone();
         let consume = consume && token.single_use;
-        let code: i64 = self
-            .check
-            .key(self.key("revoked", &revocation_id(token.jti, Party::Proven)))
-            .key(self.key(
-                "revoked",
-                &revocation_id(token.jti, Party::Client(token.client_id)),
-            ))
-            .key(self.key(
-                "revoked",
-                &revocation_id(token.jti, Party::Audience(token.aud)),
-            ))
-            .key(self.key("client-cutoff", token.client_id))
-            .key(self.key("used", token.jti))
-            .arg(token.iat)
+        let keys = [
+            self.revoked_key(&revocation_id(token.jti, Party::Proven)),
+            self.revoked_key(&revocation_id(token.jti, Party::Client(token.client_id))),
+            self.revoked_key(&revocation_id(token.jti, Party::Audience(token.aud))),
+            self.token_key(token.jti, "used"),
+        ];
+        let mut check = eval(CHECK, &keys.each_ref().map(String::as_str));
+        check
             .arg(if consume { "1" } else { "0" })
-            .arg(token.keep_until)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(token.keep_until);
+        let state = async {
+            if consume {
+                self.write::<i64>(check).await
+            } else {
+                self.run::<i64>(&check).await
+            }
+        };
+        // The client's cut-off lives in another slot: read at the same
+        // time. Either one saying "revoked" refuses the token.
+        let cutoff_key = self.key("client-cutoff", token.client_id);
+        let mut cutoff = redis::cmd("GET");
+        cutoff.arg(&cutoff_key);
+        let (code, cutoff) = tokio::join!(state, self.run::<Option<u64>>(&cutoff));
+        let (code, cutoff) = (code?, cutoff?);
+        if cutoff.is_some_and(|cut| token.iat <= cut) {
+            return Ok(TokenState::Revoked);
+        }
         Ok(match code {
             0 => TokenState::Active,
             2 => TokenState::AlreadyUsed,
@@ -161,15 +239,12 @@ impl Store for RedisStore {
     }
 
     async fn revoke(&self, revocation_id: &str, keep_until: u64) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key("revoked", revocation_id))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.revoked_key(revocation_id))
             .arg("1")
             .arg("EXAT")
-            .arg(keep_until)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(err)
+            .arg(keep_until);
+        self.write::<()>(cmd).await
     }
 
     async fn revoke_client(
@@ -178,40 +253,26 @@ impl Store for RedisStore {
         at: u64,
         keep_until: u64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.cutoff
-            .key(self.key("client-cutoff", client_id))
-            .arg(at)
-            .arg(keep_until)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(err)
+        let key = self.key("client-cutoff", client_id);
+        let mut cmd = eval(CUTOFF, &[&key]);
+        cmd.arg(at).arg(keep_until);
+        self.write::<i64>(cmd).await.map(|_| ())
     }
 
     async fn remember_once(&self, key: &str, keep_until: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("once", key))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("once", key))
             .arg("1")
             .arg("NX")
             .arg("EXAT")
-            .arg(keep_until)
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(keep_until);
+        let set: Option<String> = self.write(cmd).await?;
         Ok(set.is_some())
     }
 
     async fn rate_count(&self, client: &str, window: u64) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn.clone();
-        let count: u64 = self
-            .rate
-            .key(self.key("rate", &format!("{client}:{window}")))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
-        Ok(Some(count))
+        let key = self.key("rate", &format!("{client}:{window}"));
+        self.run::<u64>(&eval(RATE, &[&key])).await.map(Some)
     }
 
     async fn failure_count(
@@ -220,15 +281,10 @@ impl Store for RedisStore {
         window: u64,
         add: bool,
     ) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn.clone();
-        let count: u64 = self
-            .failures
-            .key(self.key("authfail", &format!("{key}:{window}")))
-            .arg(if add { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
-        Ok(Some(count))
+        let key = self.key("authfail", &format!("{key}:{window}"));
+        let mut cmd = eval(FAILURES, &[&key]);
+        cmd.arg(if add { "1" } else { "0" });
+        self.run::<u64>(&cmd).await.map(Some)
     }
 
     async fn purge_expired(&self, _now: u64) -> Result<u64, StoreError> {
@@ -236,32 +292,21 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(err)
+        // On a cluster, every primary answers.
+        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
 
     async fn ring_version(&self) -> Result<String, StoreError> {
-        let mut conn = self.conn.clone();
-        let version: Option<String> = redis::cmd("HGET")
-            .arg(self.ring_key())
-            .arg("v")
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.ring_key()).arg("v");
+        let version: Option<String> = self.run(&cmd).await?;
         Ok(version.unwrap_or_else(|| "0".to_owned()))
     }
 
     async fn ring_load(&self) -> Result<(String, Vec<(String, String)>), StoreError> {
-        let mut conn = self.conn.clone();
-        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.ring_key())
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.ring_key());
+        let fields: Vec<(String, String)> = self.run(&cmd).await?;
         let mut version = "0".to_owned();
         let mut records = Vec::new();
         for (field, value) in fields {
@@ -281,21 +326,25 @@ impl Store for RedisStore {
         put: &[(String, String)],
         delete: &[String],
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.ring_commit.key(self.ring_key());
-        invocation.arg(expected).arg(next).arg(put.len());
+        let key = self.ring_key();
+        let mut cmd = eval(RING_COMMIT, &[&key]);
+        cmd.arg(expected).arg(next).arg(put.len());
         for (kid, json) in put {
-            invocation.arg(kid).arg(json);
+            cmd.arg(kid).arg(json);
         }
         for kid in delete {
-            invocation.arg(kid);
+            cmd.arg(kid);
         }
-        let applied: i64 = invocation.invoke_async(&mut conn).await.map_err(err)?;
+        let applied: i64 = self.write(cmd).await?;
         Ok(applied == 1)
     }
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn mode(&self) -> &'static str {
+        self.mode.as_str()
     }
 
     fn is_shared(&self) -> bool {

@@ -45,6 +45,8 @@ pub struct Readiness {
     pub error_description: Option<String>,
     /// `embedded` or `redis`.
     pub store_kind: &'static str,
+    /// For Redis `single`, `cluster` or `sentinel`; else the kind.
+    pub store_mode: &'static str,
     pub checks: Checks,
 }
 
@@ -57,7 +59,7 @@ pub struct Readiness {
         (status = 503, description = "Not ready; `checks` says why", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_kind = state.tokens.store().kind();
+    let store = (state.tokens.store().kind(), state.tokens.store().mode());
     if state.draining.is_set() {
         // Shutting down: load balancers must stop sending now.
         let checks = Checks {
@@ -65,11 +67,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             clients: "ok",
             store: "ok",
         };
-        return not_ready(
-            store_kind,
-            checks,
-            "draining: this instance is shutting down",
-        );
+        return not_ready(store, checks, "draining: this instance is shutting down");
     }
     let store_ok = state.tokens.store().ping().await.is_ok();
     let clients_ok = state.clients.is_healthy();
@@ -82,20 +80,25 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         store: if store_ok { "ok" } else { "unreachable" },
     };
     if !(store_ok && clients_ok && keys_ok) {
-        return not_ready(store_kind, checks, "not ready: see checks");
+        return not_ready(store, checks, "not ready: see checks");
     }
     Json(Readiness {
         status: Some("ready"),
         error: None,
         error_description: None,
-        store_kind,
+        store_kind: store.0,
+        store_mode: store.1,
         checks,
     })
     .into_response()
 }
 
 /// 503 `temporarily_unavailable` with `Retry-After` and the checks.
-fn not_ready(store_kind: &'static str, checks: Checks, why: &str) -> Response {
+fn not_ready(
+    (store_kind, store_mode): (&'static str, &'static str),
+    checks: Checks,
+    why: &str,
+) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(axum::http::header::RETRY_AFTER, "1")],
@@ -104,6 +107,7 @@ fn not_ready(store_kind: &'static str, checks: Checks, why: &str) -> Response {
             error: Some("temporarily_unavailable"),
             error_description: Some(why.to_owned()),
             store_kind,
+            store_mode,
             checks,
         }),
     )
