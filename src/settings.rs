@@ -825,6 +825,58 @@ mod tests {
     }
 
     #[test]
+    fn store_modes_need_what_they_name() {
+        let kek = (
+            "AUTH_JIT_KEY_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        );
+        let two = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
+        // A list of URLs is for cluster or sentinel mode.
+        let msg = error(&[("AUTH_JIT_STORE_URL", two), kek]);
+        assert!(
+            msg.starts_with("AUTH_JIT_STORE_URL:") && msg.contains("AUTH_JIT_STORE_MODE"),
+            "{msg}"
+        );
+        let cluster = load(&[
+            ("AUTH_JIT_STORE_URL", two),
+            ("AUTH_JIT_STORE_MODE", "cluster"),
+            kek,
+        ])
+        .expect("cluster");
+        assert_eq!(
+            cluster.store_min_replicas(),
+            1,
+            "a failover must not undo a consume"
+        );
+        // Every URL of the list is checked.
+        let msg = error(&[
+            ("AUTH_JIT_STORE_URL", "redis://127.0.0.1:7000,http://x"),
+            ("AUTH_JIT_STORE_MODE", "cluster"),
+            kek,
+        ]);
+        assert!(msg.starts_with("AUTH_JIT_STORE_URL:"), "{msg}");
+        // Sentinel mode names the primary; cluster mode needs URLs.
+        let msg = error(&[
+            ("AUTH_JIT_STORE_URL", two),
+            ("AUTH_JIT_STORE_MODE", "sentinel"),
+            kek,
+        ]);
+        assert!(msg.starts_with("AUTH_JIT_STORE_SENTINEL_MASTER:"), "{msg}");
+        let msg = error(&[("AUTH_JIT_STORE_MODE", "cluster")]);
+        assert!(msg.starts_with("AUTH_JIT_STORE_MODE:"), "{msg}");
+        let single =
+            load(&[("AUTH_JIT_STORE_URL", "redis://127.0.0.1:6379/0"), kek]).expect("single");
+        assert_eq!(single.store_min_replicas(), 0);
+        let set = load(&[
+            ("AUTH_JIT_STORE_URL", "redis://127.0.0.1:6379/0"),
+            ("AUTH_JIT_STORE_MIN_REPLICAS", "2"),
+            kek,
+        ])
+        .expect("explicit");
+        assert_eq!(set.store_min_replicas(), 2);
+    }
+
+    #[test]
     fn key_settings_that_would_break_verifiers_are_refused() {
         // Published no longer than verifiers cache the JWKS: refused.
         let msg = error(&[("AUTH_JIT_KEY_PUBLISH_SECS", "300")]);
