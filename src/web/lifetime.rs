@@ -114,6 +114,16 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             }
         }
     }));
+    // Histogram samples wait in the recorder until they are folded into
+    // their buckets; with no scraper, only this keeps memory bounded.
+    let recorder = crate::services::metrics::install();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            recorder.run_upkeep();
+        }
+    }));
     let purged = store.clone();
     let purge_clock = clock.clone();
     tasks.push(tokio::spawn(async move {
