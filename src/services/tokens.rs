@@ -139,7 +139,7 @@ impl TokenService {
     }
 
     /// Applies the client's policy and signs a token.
-    #[tracing::instrument(name = "token.issue", skip_all, fields(client_id = %client.id, aud = %request.audience))]
+    #[tracing::instrument(name = "token.issue", level = "debug", skip_all, fields(client_id = %client.id, aud = %request.audience))]
     pub async fn issue(
         &self,
         client: &Client,
@@ -191,7 +191,7 @@ impl TokenService {
 
     /// Verifies a token for `caller`, which must receive its audience, then
     /// checks revocation and, with `consume`, uses up a single-use token.
-    #[tracing::instrument(name = "token.verify", skip_all, fields(client_id = %caller.id))]
+    #[tracing::instrument(name = "token.verify", level = "debug", skip_all, fields(client_id = %caller.id))]
     pub async fn verify(
         &self,
         caller: &Client,
@@ -218,7 +218,7 @@ impl TokenService {
     /// Revokes a token for `caller` (RFC 7009 semantics: unknown, invalid
     /// or foreign tokens are ignored, not reported). Only its client or a
     /// receiver of its audience can revoke it.
-    #[tracing::instrument(name = "token.revoke", skip_all, fields(client_id = %caller.id))]
+    #[tracing::instrument(name = "token.revoke", level = "debug", skip_all, fields(client_id = %caller.id))]
     pub async fn revoke(
         &self,
         caller: &Client,
@@ -275,7 +275,7 @@ impl TokenService {
     /// Checks a token as RFC 7662 introspection does: `None` for anything
     /// that is not an active token addressed to an audience `caller`
     /// receives. A single-use token is consumed, as by verification.
-    #[tracing::instrument(name = "token.introspect", skip_all, fields(client_id = %caller.id))]
+    #[tracing::instrument(name = "token.introspect", level = "debug", skip_all, fields(client_id = %caller.id))]
     pub async fn introspect(
         &self,
         caller: &Client,
@@ -342,7 +342,7 @@ impl TokenService {
     /// addressed to it, gets a token for `audience` on behalf of the same
     /// subject. Scope can only narrow, lifetime cannot outlast the subject
     /// token, and the delegation chain (`act`) is capped.
-    #[tracing::instrument(name = "token.exchange", skip_all, fields(client_id = %caller.id, aud = %audience))]
+    #[tracing::instrument(name = "token.exchange", level = "debug", skip_all, fields(client_id = %caller.id, aud = %audience))]
     pub async fn exchange(
         &self,
         caller: &Client,
