@@ -555,3 +555,38 @@ pub fn start_many(root: &Path, n: usize, env: &[(&'static str, String)]) -> Vec<
             .collect()
     })
 }
+
+/// Issues 30 tokens as `id` (a client registered with `--rate-limit 5`),
+/// round-robin over `servers`, and checks that the fleet together allows
+/// 5 per second: per-instance limits would allow that on every instance.
+pub async fn assert_rate_limit_is_shared(servers: &[&Server], id: &str, secret: &str, aud: &str) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs()
+    };
+    let mut seconds = std::collections::BTreeSet::new();
+    let (mut ok, mut limited) = (0, 0);
+    for i in 0..30 {
+        seconds.insert(now());
+        let (status, headers, _) = servers[i % servers.len()]
+            .post("/api/token", Some((id, secret)), &json!({"audience": aud}))
+            .await;
+        seconds.insert(now());
+        match status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert!(headers.contains_key("retry-after"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        ok <= 5 * seconds.len(),
+        "{ok} issued over {} s",
+        seconds.len()
+    );
+    assert!(ok >= 5 && limited > 0, "ok {ok}, limited {limited}");
+}
