@@ -596,6 +596,11 @@ impl Settings {
         if self.store_prefix.is_empty() {
             return Err(bad("store_prefix", "expected a non-empty prefix"));
         }
+        if self.store_prefix.contains(['{', '}']) {
+            // A brace would change the hash tag of the token keys, and every
+            // script would touch several cluster slots.
+            return Err(bad("store_prefix", "expected no braces ({ or })"));
+        }
         self.key_encryption_key_file = self
             .key_encryption_key_file
             .take()
@@ -874,6 +879,9 @@ mod tests {
         ])
         .expect("explicit");
         assert_eq!(set.store_min_replicas(), 2);
+        // A brace in the prefix would move the token keys' hash tag.
+        let msg = error(&[("AUTH_JIT_STORE_PREFIX", "a{b}:")]);
+        assert!(msg.starts_with("AUTH_JIT_STORE_PREFIX:"), "{msg}");
     }
 
     #[test]

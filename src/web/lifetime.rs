@@ -46,6 +46,9 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         anyhow::bail!("jsonwebtoken has no crypto provider: this build is misconfigured");
     }
     create_private_dir(&settings.data_dir)?;
+    // Before any store call: metric handles taken earlier would stay
+    // no-ops (each thread keeps the handles it took).
+    let recorder = crate::services::metrics::install();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let clients = Clients::open(&settings.clients_file)?;
     let store = StoreHandle::open(&settings).await?;
@@ -116,12 +119,12 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
     }));
     // Histogram samples wait in the recorder until they are folded into
     // their buckets; with no scraper, only this keeps memory bounded.
-    let recorder = crate::services::metrics::install();
+    let upkeep = recorder.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            recorder.run_upkeep();
+            upkeep.run_upkeep();
         }
     }));
     let purged = store.clone();
@@ -158,7 +161,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             tokens,
             keys: ring,
             rate_limits,
-            metrics: crate::services::metrics::install(),
+            metrics: recorder,
             draining: Draining::default(),
             in_flight,
         }),

@@ -38,9 +38,9 @@ pub struct FailureGuard {
     per_id: u32,
     per_address: u32,
     local: Mutex<HashMap<String, (u64, u64)>>,
-    /// The window of the last failure counted here: while it is not the
-    /// current one, no local counter can be over its limit, and a check
-    /// needs neither the lock nor a digest.
+    /// The latest window with a failure counted here (0: none): while it
+    /// is older than the current one, no local counter can be over its
+    /// limit, and a check needs neither the lock nor a digest.
     last_local_failure: AtomicU64,
     shared: Option<StoreHandle>,
 }
@@ -53,7 +53,7 @@ impl FailureGuard {
             per_id,
             per_address,
             local: Mutex::new(HashMap::new()),
-            last_local_failure: AtomicU64::new(u64::MAX),
+            last_local_failure: AtomicU64::new(0),
             shared: store.is_shared().then(|| store.clone()),
         }
     }
@@ -80,7 +80,7 @@ impl FailureGuard {
     /// `Err(seconds)` if `id` or `peer` used up its failures in this window.
     pub async fn check(&self, id: Option<&str>, peer: Option<IpAddr>, now: u64) -> Result<(), u64> {
         let window = now / WINDOW;
-        if self.shared.is_none() && self.last_local_failure.load(Ordering::Relaxed) != window {
+        if self.shared.is_none() && self.last_local_failure.load(Ordering::Relaxed) < window {
             return Ok(());
         }
         let retry_after = (WINDOW - now % WINDOW).max(1);
@@ -119,7 +119,9 @@ impl FailureGuard {
             // Bound memory under a flood of fresh ids: old windows go.
             local.retain(|_, (w, _)| *w == window);
         }
-        self.last_local_failure.store(window, Ordering::Relaxed);
+        // Never backwards: a slower request from an older window must not
+        // hide this one's failures from the fast path.
+        self.last_local_failure.fetch_max(window, Ordering::Relaxed);
         let entry = local.entry(key.to_owned()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);

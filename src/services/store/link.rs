@@ -3,7 +3,13 @@
 //! Redis Cluster (`ClusterConnection`, which follows `MOVED`/`ASK` and
 //! refreshes the slot map after a failover) and Sentinel (`SentinelClient`
 //! finds the primary; a `ConnectionManager` talks to it, and is replaced
-//! when the primary stops answering or turns read-only).
+//! when the primary stops answering, turns read-only, cannot reach its
+//! replicas, or the sentinels name another one, which is checked every
+//! few seconds).
+//!
+//! Writes that wait for replicas (`WAIT` blocks the connection it is sent
+//! on, and Redis answers one connection's commands in order) have their
+//! own connection, so reads never queue behind them.
 
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -20,26 +26,59 @@ use crate::settings::StoreMode;
 /// known, callers fail at once instead of each asking the sentinels.
 const LOOKUP_PAUSE: Duration = Duration::from_millis(200);
 
+/// How often the sentinels are asked whether the primary is still the one
+/// in use: a demoted or isolated node that still answers is left within
+/// this time even if nothing fails.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// Which connection a call uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Reads, counters, and writes that do not wait.
+    Read,
+    /// Writes followed by `WAIT`.
+    Write,
+}
+
+impl Purpose {
+    fn index(self) -> usize {
+        match self {
+            Self::Read => 0,
+            Self::Write => 1,
+        }
+    }
+}
+
 pub struct Link {
     mode: Mode,
 }
 
 enum Mode {
-    Single(ConnectionManager),
+    Single([ConnectionManager; 2]),
     Cluster(Box<Cluster>),
     Sentinel(Box<Sentinel>),
 }
 
 struct Cluster {
     client: ClusterClient,
-    conn: tokio::sync::OnceCell<ClusterConnection>,
+    conns: [tokio::sync::OnceCell<ClusterConnection>; 2],
+    failed_connect: Mutex<Option<Instant>>,
 }
 
 struct Sentinel {
     client: tokio::sync::Mutex<SentinelClient>,
-    primary: RwLock<Option<ConnectionManager>>,
+    primary: RwLock<Option<Primary>>,
     config: ConnectionManagerConfig,
     failed_lookup: Mutex<Option<Instant>>,
+}
+
+/// The primary in use: where it is, when the sentinels last named it, and
+/// one connection per [`Purpose`].
+#[derive(Clone)]
+struct Primary {
+    addr: String,
+    checked: Instant,
+    conns: [ConnectionManager; 2],
 }
 
 /// One connection for one call: a cheap clone of the mode's connection.
@@ -67,9 +106,12 @@ impl Link {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect();
+        // Inside the store's own bound, so a call that times out does so
+        // here, where the link learns of it.
+        let response = (timeout * 4 / 5).max(Duration::from_millis(1));
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some(response))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let mode = match mode {
@@ -80,22 +122,26 @@ impl Link {
                     );
                 };
                 let client = redis::Client::open(url).map_err(|_| bad_url())?;
-                let conn =
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(|_| {
-                        anyhow::anyhow!("AUTH_JIT_STORE_URL: cannot prepare a Redis connection")
-                    })?;
-                Mode::Single(conn)
+                let lazy = || {
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(
+                        |_| {
+                            anyhow::anyhow!("AUTH_JIT_STORE_URL: cannot prepare a Redis connection")
+                        },
+                    )
+                };
+                Mode::Single([lazy()?, lazy()?])
             }
             StoreMode::Cluster => {
                 let client = ClusterClient::builder(urls)
                     .connection_timeout(timeout.max(Duration::from_millis(250)))
-                    .response_timeout(timeout)
+                    .response_timeout(response)
                     .retries(2)
                     .build()
                     .map_err(|_| bad_url())?;
                 Mode::Cluster(Box::new(Cluster {
                     client,
-                    conn: tokio::sync::OnceCell::new(),
+                    conns: [tokio::sync::OnceCell::new(), tokio::sync::OnceCell::new()],
+                    failed_connect: Mutex::new(None),
                 }))
             }
             StoreMode::Sentinel => {
@@ -105,9 +151,16 @@ impl Link {
                     .into_connection_info()
                     .map_err(|_| bad_url())?;
                 // The primary is reached with the URLs' credentials and
-                // database.
-                let node = SentinelNodeConnectionInfo::default()
+                // database, and with TLS when they use it.
+                let mut node = SentinelNodeConnectionInfo::default()
                     .set_redis_connection_info(first.redis_settings().clone());
+                if urls.iter().all(|u| u.starts_with("rediss://")) {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                } else if urls.iter().any(|u| u.starts_with("rediss://")) {
+                    anyhow::bail!(
+                        "AUTH_JIT_STORE_URL: the sentinels are either all rediss:// (TLS) or none"
+                    );
+                }
                 let client = SentinelClient::build(
                     urls,
                     sentinel_master,
@@ -127,15 +180,23 @@ impl Link {
     }
 
     /// A connection for one call.
-    pub async fn conn(&self) -> RedisResult<Conn> {
+    pub async fn conn(&self, purpose: Purpose) -> RedisResult<Conn> {
+        let i = purpose.index();
         match &self.mode {
-            Mode::Single(conn) => Ok(Conn::Single(conn.clone())),
-            Mode::Cluster(cluster) => cluster
-                .conn
-                .get_or_try_init(|| cluster.client.get_async_connection())
+            Mode::Single(conns) => Ok(Conn::Single(conns[i].clone())),
+            Mode::Cluster(cluster) => cluster.conn(i).await.map(Conn::Cluster),
+            Mode::Sentinel(sentinel) => sentinel
+                .primary()
                 .await
-                .map(|c| Conn::Cluster(c.clone())),
-            Mode::Sentinel(sentinel) => sentinel.primary().await.map(Conn::Single),
+                .map(|p| Conn::Single(p.conns[i].clone())),
+        }
+    }
+
+    /// Told when a write did not reach its replicas: in Sentinel mode the
+    /// primary may be isolated or demoted, so the next call asks again.
+    pub fn unreplicated(&self) {
+        if let Mode::Sentinel(sentinel) = &self.mode {
+            sentinel.forget();
         }
     }
 
@@ -155,23 +216,63 @@ impl Link {
                     )
                 );
             if moved {
-                if let Ok(mut primary) = sentinel.primary.write() {
-                    *primary = None;
+                sentinel.forget();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    async fn conn(&self, i: usize) -> RedisResult<ClusterConnection> {
+        if let Some(conn) = self.conns[i].get() {
+            return Ok(conn.clone());
+        }
+        // While the cluster cannot be reached, not every caller tries.
+        let paused = self
+            .failed_connect
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < LOOKUP_PAUSE);
+        if paused {
+            return Err(RedisError::from((
+                redis::ErrorKind::Io,
+                "the cluster could not be reached moments ago",
+            )));
+        }
+        match self.conns[i]
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+        {
+            Ok(conn) => Ok(conn.clone()),
+            Err(e) => {
+                if let Ok(mut at) = self.failed_connect.lock() {
+                    *at = Some(Instant::now());
                 }
+                Err(e)
             }
         }
     }
 }
 
 impl Sentinel {
-    async fn primary(&self) -> RedisResult<ConnectionManager> {
-        if let Some(conn) = self.current() {
-            return Ok(conn);
+    async fn primary(&self) -> RedisResult<Primary> {
+        let current = self.current();
+        if let Some(primary) = &current {
+            if primary.checked.elapsed() < RECHECK {
+                return Ok(primary.clone());
+            }
         }
-        let mut client = self.client.lock().await;
-        // Another caller may have found it while this one waited.
-        if let Some(conn) = self.current() {
-            return Ok(conn);
+        // One caller looks up; while it does, the others use what they have.
+        let mut client = match (self.client.try_lock(), &current) {
+            (Ok(client), _) => client,
+            (Err(_), Some(primary)) => return Ok(primary.clone()),
+            (Err(_), None) => self.client.lock().await,
+        };
+        if let Some(primary) = self.current() {
+            if primary.checked.elapsed() < RECHECK {
+                return Ok(primary);
+            }
         }
         let paused = self
             .failed_lookup
@@ -180,31 +281,58 @@ impl Sentinel {
             .and_then(|at| *at)
             .is_some_and(|at| at.elapsed() < LOOKUP_PAUSE);
         if paused {
-            return Err(no_primary());
+            return current.ok_or_else(no_primary);
         }
-        let found = async {
-            let primary = client.async_get_client().await?;
-            ConnectionManager::new_with_config(primary, self.config.clone()).await
-        }
-        .await;
-        match found {
-            Ok(conn) => {
-                if let Ok(mut current) = self.primary.write() {
-                    *current = Some(conn.clone());
+        match self.lookup(&mut client, current.as_ref()).await {
+            Ok(primary) => {
+                if let Ok(mut slot) = self.primary.write() {
+                    *slot = Some(primary.clone());
                 }
-                Ok(conn)
+                Ok(primary)
             }
             Err(e) => {
                 if let Ok(mut at) = self.failed_lookup.lock() {
                     *at = Some(Instant::now());
                 }
-                Err(e)
+                // The sentinels do not answer: keep the primary in use (it
+                // is dropped when it fails).
+                current.ok_or(e)
             }
         }
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    /// Asks the sentinels for the primary; keeps the connections when it is
+    /// the one in use.
+    async fn lookup(
+        &self,
+        client: &mut SentinelClient,
+        current: Option<&Primary>,
+    ) -> RedisResult<Primary> {
+        let found = client.async_get_client().await?;
+        let addr = found.get_connection_info().addr().to_string();
+        if let Some(primary) = current.filter(|p| p.addr == addr) {
+            return Ok(Primary {
+                checked: Instant::now(),
+                ..primary.clone()
+            });
+        }
+        let read = ConnectionManager::new_with_config(found.clone(), self.config.clone()).await?;
+        let write = ConnectionManager::new_with_config(found, self.config.clone()).await?;
+        Ok(Primary {
+            addr,
+            checked: Instant::now(),
+            conns: [read, write],
+        })
+    }
+
+    fn current(&self) -> Option<Primary> {
         self.primary.read().ok().and_then(|p| p.clone())
+    }
+
+    fn forget(&self) {
+        if let Ok(mut primary) = self.primary.write() {
+            *primary = None;
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, FromRedisValue};
 
-use super::link::Link;
+use super::link::{Link, Purpose};
 use super::{revocation_id, Party, Store, StoreError, TokenRef, TokenState};
 use crate::settings::StoreMode;
 
@@ -162,7 +162,7 @@ impl RedisStore {
 
     /// Runs one command.
     async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let result = match self.link.conn().await {
+        let result = match self.link.conn(Purpose::Read).await {
             Ok(mut conn) => cmd.query_async(&mut conn).await,
             Err(e) => Err(e),
         };
@@ -181,7 +181,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
         pipe.cmd("WAIT").arg(self.replicas).arg(self.wait_ms);
-        let result = match self.link.conn().await {
+        let result = match self.link.conn(Purpose::Write).await {
             Ok(mut conn) => pipe.query_async::<(T, u32)>(&mut conn).await,
             Err(e) => Err(e),
         };
@@ -190,6 +190,7 @@ impl RedisStore {
             err(&e)
         })?;
         if acked < self.replicas {
+            self.link.unreplicated();
             return Err(StoreError::Unavailable(format!(
                 "redis: the write reached {acked} of {} replicas in {} ms",
                 self.replicas, self.wait_ms
