@@ -458,17 +458,24 @@ async fn until_every_instance(
 /// revoked one revoked, on every instance, and the fleet still consumes a
 /// fresh single-use token exactly once.
 async fn promises_hold(fleet: &Arc<Fleet>, consumed: &str, revoked: &str) {
-    for i in 0..3 {
-        assert_eq!(
-            fleet.verify(i, consumed).await,
-            401,
-            "consumed, instance {i}"
-        );
-        assert_eq!(fleet.verify(i, revoked).await, 401, "revoked, instance {i}");
+    // A replica that has just rejoined may still be catching up, so a
+    // consume can answer 503 (fail closed) for a moment; it must never
+    // answer 200.
+    until_every_instance(fleet, consumed, 401, Duration::from_secs(10)).await;
+    until_every_instance(fleet, revoked, 401, Duration::from_secs(10)).await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let fresh = fleet.issue(true).await;
+        let (ok, used, other) = fifty_at_once(fleet, &fresh).await;
+        assert!(ok <= 1, "a single-use token accepted {ok} times");
+        assert!(other.iter().all(|s| *s == 503), "{other:?}");
+        if (ok, used) == (1, 49) {
+            return;
+        }
+        runs.push((ok, used, other.len()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let fresh = fleet.issue(true).await;
-    let (ok, used, other) = fifty_at_once(fleet, &fresh).await;
-    assert_eq!((ok, used), (1, 49), "after the failover: others {other:?}");
+    panic!("no clean exactly-once run after the failover: {runs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
