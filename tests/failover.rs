@@ -28,6 +28,17 @@ fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What every data node of these tests runs with: no snapshot delay before
+/// a replica's first sync, an append-only file, no RDB snapshots.
+const DATA_NODE: [&str; 6] = [
+    "--repl-diskless-sync-delay",
+    "0",
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+];
+
 /// One `redis-server` process; killed when dropped.
 struct Node {
     port: u16,
@@ -103,23 +114,19 @@ impl Cluster {
         let nodes: Vec<Node> = (0..6)
             .map(|_| {
                 let port = free_port();
-                let args: Vec<String> = [
-                    "--repl-diskless-sync-delay",
-                    "0",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
+                let cluster = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
-                ]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
+                ];
+                let args: Vec<String> = DATA_NODE
+                    .iter()
+                    .chain(&cluster)
+                    .map(|s| (*s).to_owned())
+                    .collect();
                 Node::start(dir.path(), port, &args)
             })
             .collect();
@@ -236,15 +243,7 @@ const MASTER: &str = "authjit";
 impl Sentinels {
     fn start() -> Sentinels {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = [
-            "--repl-diskless-sync-delay",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-        ]
-        .map(str::to_owned);
+        let data = DATA_NODE.map(str::to_owned);
         let primary = Node::start(dir.path(), free_port(), &data);
         let mut args = data.to_vec();
         args.extend([

@@ -26,6 +26,27 @@ use crate::settings::StoreMode;
 /// known, callers fail at once instead of each asking the sentinels.
 const LOOKUP_PAUSE: Duration = Duration::from_millis(200);
 
+/// Remembers a failed attempt, so that for [`LOOKUP_PAUSE`] callers fail
+/// at once instead of each trying again.
+#[derive(Default)]
+struct Pause(Mutex<Option<Instant>>);
+
+impl Pause {
+    fn active(&self) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < LOOKUP_PAUSE)
+    }
+
+    fn start(&self) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+}
+
 /// How often the sentinels are asked whether the primary is still the one
 /// in use: a demoted or isolated node that still answers is left within
 /// this time even if nothing fails.
@@ -62,14 +83,14 @@ enum Mode {
 struct Cluster {
     client: ClusterClient,
     conns: [tokio::sync::OnceCell<ClusterConnection>; 2],
-    failed_connect: Mutex<Option<Instant>>,
+    failed_connect: Pause,
 }
 
 struct Sentinel {
     client: tokio::sync::Mutex<SentinelClient>,
     primary: RwLock<Option<Primary>>,
     config: ConnectionManagerConfig,
-    failed_lookup: Mutex<Option<Instant>>,
+    failed_lookup: Pause,
 }
 
 /// The primary in use: where it is, when the sentinels last named it, and
@@ -141,7 +162,7 @@ impl Link {
                 Mode::Cluster(Box::new(Cluster {
                     client,
                     conns: [tokio::sync::OnceCell::new(), tokio::sync::OnceCell::new()],
-                    failed_connect: Mutex::new(None),
+                    failed_connect: Pause::default(),
                 }))
             }
             StoreMode::Sentinel => {
@@ -172,7 +193,7 @@ impl Link {
                     client: tokio::sync::Mutex::new(client),
                     primary: RwLock::new(None),
                     config,
-                    failed_lookup: Mutex::new(None),
+                    failed_lookup: Pause::default(),
                 }))
             }
         };
@@ -228,13 +249,7 @@ impl Cluster {
             return Ok(conn.clone());
         }
         // While the cluster cannot be reached, not every caller tries.
-        let paused = self
-            .failed_connect
-            .lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| at.elapsed() < LOOKUP_PAUSE);
-        if paused {
+        if self.failed_connect.active() {
             return Err(RedisError::from((
                 redis::ErrorKind::Io,
                 "the cluster could not be reached moments ago",
@@ -246,9 +261,7 @@ impl Cluster {
         {
             Ok(conn) => Ok(conn.clone()),
             Err(e) => {
-                if let Ok(mut at) = self.failed_connect.lock() {
-                    *at = Some(Instant::now());
-                }
+                self.failed_connect.start();
                 Err(e)
             }
         }
@@ -274,13 +287,7 @@ impl Sentinel {
                 return Ok(primary);
             }
         }
-        let paused = self
-            .failed_lookup
-            .lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| at.elapsed() < LOOKUP_PAUSE);
-        if paused {
+        if self.failed_lookup.active() {
             return current.ok_or_else(no_primary);
         }
         match self.lookup(&mut client, current.as_ref()).await {
@@ -291,9 +298,7 @@ impl Sentinel {
                 Ok(primary)
             }
             Err(e) => {
-                if let Ok(mut at) = self.failed_lookup.lock() {
-                    *at = Some(Instant::now());
-                }
+                self.failed_lookup.start();
                 // The sentinels do not answer: keep the primary in use (it
                 // is dropped when it fails).
                 current.ok_or(e)

@@ -151,7 +151,7 @@ impl RedisStore {
 
     fn revoked_key(&self, revocation_id: &str) -> String {
         let jti = revocation_id.split('|').next().unwrap_or_default();
-        self.token_key(jti, &format!("revoked:{revocation_id}"))
+        format!("{}{{{jti}}}:revoked:{revocation_id}", self.prefix)
     }
 
     /// One hash holds the whole ring, so every change to it is one key

@@ -193,12 +193,13 @@ pub type App =
 /// [`RouteLabel`] must see the matched route, so it alone is per route.
 pub fn router(state: AppState) -> App {
     let (api, openapi) = api();
-    let edge = Edge {
+    // One reference count per request, not one per field.
+    let edge = std::sync::Arc::new(Edge {
         in_flight: state.in_flight.clone(),
         draining: state.draining.clone(),
         timeout: Duration::from_secs(state.settings.request_timeout_secs),
         max_body: state.settings.max_body_bytes,
-    };
+    });
     let body_limit = state.settings.max_body_bytes;
     // Spans are per-request work that only pays when someone reads them:
     // exported traces or the audit file (its events carry the request's
@@ -251,7 +252,7 @@ pub fn router(state: AppState) -> App {
         .map_request(|request: Request<Incoming>| request.map(Body::new))
         .layer(tower::layer::layer_fn(move |inner| EdgeService {
             inner,
-            edge: edge.clone(),
+            edge: std::sync::Arc::clone(&edge),
         }))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .service(routes);
@@ -387,7 +388,6 @@ where
 
 /// What the edge needs: the admission semaphore, the drain flag and the
 /// request limits.
-#[derive(Clone)]
 struct Edge {
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     draining: crate::web::server::Draining,
@@ -414,7 +414,7 @@ struct Edge {
 #[derive(Clone)]
 struct EdgeService<S> {
     inner: S,
-    edge: Edge,
+    edge: std::sync::Arc<Edge>,
 }
 
 impl<S> Service<Request> for EdgeService<S>
@@ -434,13 +434,13 @@ where
         // The service that was polled ready serves this request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let edge = self.edge.clone();
+        let edge = std::sync::Arc::clone(&self.edge);
         Box::pin(async move { Ok(edge.handle(inner, request).await) })
     }
 }
 
 impl Edge {
-    async fn handle<S>(self, mut inner: S, request: Request) -> Response
+    async fn handle<S>(self: std::sync::Arc<Self>, mut inner: S, request: Request) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
