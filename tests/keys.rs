@@ -549,11 +549,20 @@ async fn an_import_leaves_revoked_keys_out_and_happens_once() {
     assert!(ok, "{err}");
     // A key made in the same second as the old one signs one second later;
     // until then the old one is the signer and cannot be revoked.
-    let revoked = eventually(Duration::from_secs(3), || async {
-        keys_cli(root.path(), &plain_env, &["revoke", &old[0]]).0
+    let last_error = std::sync::Mutex::new(String::new());
+    let revoked = eventually(Duration::from_secs(10), || async {
+        let (ok, _, err) = keys_cli(root.path(), &plain_env, &["revoke", &old[0]]);
+        if let Ok(mut last) = last_error.lock() {
+            *last = err;
+        }
+        ok
     })
     .await;
-    assert!(revoked, "the old key could not be revoked");
+    assert!(
+        revoked,
+        "the old key could not be revoked: {}",
+        last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    );
     assert_eq!(plain.terminate(), Some(0));
     // A backup of the revoked key's file comes back, as backups do.
     for (path, bytes) in &backup {
