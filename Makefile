@@ -53,7 +53,8 @@ test-deps:
 
 ## test: install test dependencies, then run every test (unit, integration, interop)
 test: test-deps lint
-	set -o pipefail; AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.txt
+	set -o pipefail; { AUTH_JIT_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test --locked --workspace --all-targets \
+		&& $(CARGO) test --locked -p auth-jit-verifier --doc; } 2>&1 | tee target/test-output.txt
 	@# One closing line for the whole run (cargo prints one per test binary).
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test-output.txt
 
@@ -76,10 +77,11 @@ fuzz:
 		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
 	done
 
-## lint: rustfmt check and clippy with warnings as errors
+## lint: rustfmt check, clippy with warnings as errors (the whole workspace), and the verifier crate's docs
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked -p auth-jit-verifier --no-deps
 
 ## fmt: format the code
 fmt:

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use url::Url;
-
 use super::types::{Audience, ParseError, Scope, Ttl};
 
 /// What a registered client is allowed.
@@ -51,36 +49,7 @@ impl Binding {
     }
 }
 
-pub fn normalize_method(method: &str) -> Result<String, ParseError> {
-    if method.is_empty()
-        || method.len() > 32
-        || !method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
-        return Err(ParseError(
-            "method must be an HTTP method such as GET or POST",
-        ));
-    }
-    Ok(method.to_ascii_uppercase())
-}
-
-pub fn normalize_url(url: &str) -> Result<String, ParseError> {
-    const MSG: &str = "url must be an absolute http or https URL of at most 2048 characters";
-    if url.len() > 2048 {
-        return Err(ParseError(MSG));
-    }
-    let mut parsed = Url::parse(url).map_err(|_| ParseError(MSG))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(ParseError(MSG));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(ParseError("url must not carry credentials"));
-    }
-    parsed.set_query(None);
-    parsed.set_fragment(None);
-    Ok(parsed.into())
-}
+pub use auth_jit_verifier::binding::{normalize_method, normalize_url};
 
 /// A token request, already parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -832,6 +832,7 @@ class Checker:
                     f"{DOCKERFILE}:{line}: COPY --from={ref} is not a stage defined before it",
                 )
         self.check_copy_sources(stages)
+        self.check_build_inputs(stages)
         builds = [args for s in stages for _, args in s.all("RUN") if "cargo build" in args]
         r.check(
             any("--release" in a and "--locked" in a for a in builds),
@@ -866,6 +867,56 @@ class Checker:
                         f"{DOCKERFILE}:{line}: COPY source {source} "
                         + ("is excluded by .dockerignore" if present else "does not exist in the repository"),
                     )
+
+    def check_build_inputs(self, stages: list[Stage]) -> None:
+        """Everything Cargo.toml names (workspace members, path dependencies,
+        declared target files) is copied into the stage that builds the
+        release binary: cargo reads the whole manifest, and a missing member
+        or bench file fails the build before it starts."""
+        r = self.report
+        text = read_text(self.repo, "Cargo.toml")
+        if text is None:
+            return
+        try:
+            import tomllib
+            manifest = tomllib.loads(text)
+        except Exception as e:  # an unreadable manifest fails the build too
+            r.fail(f"Cargo.toml: not readable as TOML: {e}")
+            return
+        needed: set[str] = set()
+        for member in manifest.get("workspace", {}).get("members", []):
+            if os.path.normpath(member) != ".":
+                needed.add(os.path.normpath(member))
+        for table in ("dependencies", "build-dependencies"):
+            for dep in manifest.get(table, {}).values():
+                if isinstance(dep, dict) and "path" in dep:
+                    needed.add(os.path.normpath(dep["path"]))
+        # A declared target without `path` lives where cargo looks for it.
+        default_dirs = {"bench": "benches", "example": "examples", "test": "tests"}
+        for kind in ("bin", "bench", "example", "test", "lib"):
+            targets = manifest.get(kind, [])
+            for target in targets if isinstance(targets, list) else [targets]:
+                if not isinstance(target, dict):
+                    continue
+                if "path" in target:
+                    needed.add(os.path.normpath(target["path"]))
+                elif kind in default_dirs and "name" in target:
+                    needed.add(f"{default_dirs[kind]}/{target['name']}.rs")
+        builders = [s for s in stages if any("cargo build" in a and "--release" in a for _, a in s.all("RUN"))]
+        for stage in builders:
+            copied: list[str] = []
+            for st in stages[: stage.index + 1]:
+                for _, args in st.all("COPY") + st.all("ADD"):
+                    flags, paths = parse_copy(args)
+                    if "from" not in flags:
+                        copied += [os.path.normpath(p) for p in paths[:-1]]
+            for need in sorted(needed):
+                covered = any(c == "." or need == c or need.startswith(c + "/") for c in copied)
+                r.check(
+                    covered,
+                    f"{DOCKERFILE}: stage {stage.label} copies {need} (named by Cargo.toml)",
+                    f"{DOCKERFILE}: stage {stage.label} builds without {need}, which Cargo.toml names: the build fails",
+                )
 
     def check_final_stage(self, final: Stage) -> None:
         r = self.report
@@ -1453,6 +1504,8 @@ MUTATIONS = [
     ("untagged base image", DOCKERFILE, "FROM gcr.io/distroless/cc-debian12:nonroot AS runtime", "FROM gcr.io/distroless/cc-debian12 AS runtime", "has no tag"),
     ("single stage", DOCKERFILE, None, None, "needs at least 2 FROM stages"),
     ("COPY --from unknown stage", DOCKERFILE, "COPY --from=builder /out/auth-jit", "COPY --from=build /out/auth-jit", "COPY --from=build is not a stage"),
+    ("workspace member not copied", DOCKERFILE, "COPY verifier ./verifier\n", "", "builds without verifier, which Cargo.toml names"),
+    ("bench file not copied", DOCKERFILE, "COPY benches ./benches\n", "", "builds without benches/hot.rs"),
     ("COPY of a missing source", DOCKERFILE, "COPY static ./static", "COPY assets ./assets", "COPY source assets does not exist"),
     ("data dir not chowned", DOCKERFILE, "--chown=65532:65532 /out/data", "/out/data", "COPY --chown=65532"),
     ("host 127.0.0.1 in compose", COMPOSE_BASE, "AUTH_JIT_HOST: 0.0.0.0", "AUTH_JIT_HOST: 127.0.0.1", "AUTH_JIT_HOST=127.0.0.1 is unreachable"),
@@ -1565,7 +1618,7 @@ def self_test(repo: str, settings: set[str]) -> int:
                 os.makedirs(os.path.dirname(os.path.join(copy, rel)), exist_ok=True)
                 shutil.copy2(src, os.path.join(copy, rel))
         # Directories only need to exist (COPY sources, bind mounts).
-        for rel in ("src", "static"):
+        for rel in ("src", "static", "verifier", "benches"):
             if os.path.isdir(os.path.join(repo, rel)):
                 os.makedirs(os.path.join(copy, rel), exist_ok=True)
 

@@ -1,10 +1,10 @@
 //! The claims of an auth-jit access token (RFC 9068 profile plus our own).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The payload of every token we issue. Field order is the wire order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AccessClaims {
     /// Our issuer URL, exactly as `AUTH_JIT_ISSUER`.
     pub iss: String,
@@ -41,13 +41,14 @@ pub struct AccessClaims {
 }
 
 /// One actor of a delegation chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Actor {
     /// The client that acted.
     pub sub: String,
     /// The actor before it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(no_recursion)]
+    #[cfg_attr(feature = "utoipa", schema(no_recursion))]
     pub act: Option<Box<Actor>>,
 }
 
@@ -59,6 +60,7 @@ impl Actor {
 }
 
 impl AccessClaims {
+    /// Whether the token works once only (the issuer consumes it).
     pub fn is_single_use(&self) -> bool {
         self.once == Some(true)
     }

@@ -1,18 +1,22 @@
-//! Checking a token: header, key, signature, then every claim.
+//! THE verification rules of an auth-jit access token: header, key,
+//! signature, then every claim. The issuer's verify endpoint and every
+//! receiving API that uses this crate run this same code.
 //!
-//! This is the stateless part. Revocation and single-use consumption need the
-//! store and are applied by the caller after these checks pass.
+//! This is the stateless part. Revocation and single-use consumption need
+//! the issuer's store: the issuer applies them after these checks pass, and
+//! a receiving API asks the issuer for tokens that need them.
 
 use serde_json::Value;
 
-use super::claims::{AccessClaims, Actor};
-use super::jws::{Jws, JwsError, VerifyingKey, ACCESS_TOKEN};
-use super::jwt::{check_times, ClaimError, Claims, TimeError};
-use super::policy::{normalize_method, normalize_url};
-use super::types::{Audience, Scope};
+use crate::binding::{normalize_method, normalize_url};
+use crate::claims::{AccessClaims, Actor};
+use crate::jws::{Jws, JwsError, VerifyingKey, ACCESS_TOKEN};
+use crate::jwt::{check_times, ClaimError, Claims, TimeError};
+use crate::types::{Audience, Scope};
 
 /// Finds a verifying key by `kid`.
 pub trait KeyLookup {
+    /// The key with this `kid`, if the set has it.
     fn find(&self, kid: &str) -> Option<&VerifyingKey>;
 }
 
@@ -28,9 +32,13 @@ pub struct Rules {
 /// What the verifying party expects of the token.
 #[derive(Debug, Clone, Default)]
 pub struct Expectation {
+    /// The audience the token must be addressed to (`None`: any).
     pub audience: Option<Audience>,
+    /// Scopes the token must all carry.
     pub scope: Scope,
+    /// The method of the request the token came with (bound tokens).
     pub method: Option<String>,
+    /// The URL of the request the token came with (bound tokens).
     pub url: Option<String>,
     /// Leave `htm`/`htu` unchecked (introspection: the caller compares).
     pub skip_binding: bool,
@@ -43,30 +51,43 @@ pub struct Expectation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
+    /// The JWS layer refused it (header, key, signature).
     Jws(#[from] JwsError),
     #[error("the token has expired")]
+    /// Expired.
     Expired,
     #[error("the token is not valid yet")]
+    /// Not valid yet.
     NotYetValid,
     #[error("the token was issued in the future")]
+    /// Issued in the future.
     IssuedInFuture,
     #[error("the token was not issued by this issuer")]
+    /// Another `iss`.
     WrongIssuer,
     #[error("the token is not addressed to the expected audience")]
+    /// Another `aud`.
     WrongAudience,
     #[error("the token does not carry every required scope")]
+    /// A required scope is missing.
     MissingScope,
     #[error("the token is bound to another request method or URL")]
+    /// Bound to another method or URL.
     BindingMismatch,
     #[error("the token is bound to a request: give its method and url")]
+    /// Bound, and no method and URL were given.
     BindingRequired,
     #[error("the token lacks the `{0}` claim")]
+    /// A required claim is absent.
     MissingClaim(&'static str),
     #[error("the `{0}` claim has the wrong type")]
+    /// A claim has the wrong JSON type.
     WrongClaimType(&'static str),
     #[error("the token has been revoked")]
+    /// Revoked at the issuer.
     Revoked,
     #[error("the single-use token has already been used")]
+    /// A single-use token already used.
     AlreadyUsed,
 }
 
@@ -79,6 +100,18 @@ pub fn verify(
     now: u64,
 ) -> Result<AccessClaims, VerifyError> {
     let jws = Jws::parse(token, &ACCESS_TOKEN)?;
+    verify_jws(&jws, keys, rules, expect, now)
+}
+
+/// [`verify`] for a token whose header was already parsed under
+/// [`ACCESS_TOKEN`] (a caller that looked at the `kid` first).
+pub fn verify_jws(
+    jws: &Jws<'_>,
+    keys: &impl KeyLookup,
+    rules: &Rules,
+    expect: &Expectation,
+    now: u64,
+) -> Result<AccessClaims, VerifyError> {
     let kid = jws.kid.as_deref().unwrap_or_default();
     let key = keys.find(kid).ok_or(JwsError::UnknownKey)?;
     // The key pins the algorithm; the header may only agree with it.
@@ -196,17 +229,14 @@ fn actor(value: &Value, depth: usize) -> Result<Actor, VerifyError> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
+    use serde_json::json;
 
     use super::*;
-    use crate::token::clock::testing::{CountingRandom, FixedClock};
-    use crate::token::clock::Clock;
-    use crate::token::issue::{claims_for, sign};
-    use crate::token::jws::{SigningAlg, SigningKey};
-    use crate::token::policy::{Binding, Grant};
-    use crate::token::types::{ClientId, Ttl};
+    use crate::testkit::TestKey;
 
     const ISS: &str = "https://auth.test";
     const T0: u64 = 1_800_000_000;
@@ -219,26 +249,19 @@ mod tests {
     }
 
     struct Fixture {
-        key: SigningKey,
+        key: TestKey,
         keys: Keys,
-        clock: FixedClock,
-        random: CountingRandom,
+        clock: AtomicU64,
         rules: Rules,
     }
 
     fn fixture() -> Fixture {
-        let key = SigningKey::generate(SigningAlg::EdDSA, 2048)
-            .expect("key")
-            .key;
-        let keys = Keys(HashMap::from([(
-            key.kid().to_owned(),
-            key.verifying_key().clone(),
-        )]));
+        let key = TestKey::generate();
+        let keys = Keys(HashMap::from([(key.kid().to_owned(), key.public())]));
         Fixture {
             key,
             keys,
-            clock: FixedClock::at(T0),
-            random: CountingRandom::default(),
+            clock: AtomicU64::new(T0),
             rules: Rules {
                 issuer: ISS.into(),
                 leeway: 5,
@@ -246,14 +269,15 @@ mod tests {
         }
     }
 
+    /// What the issuer grants in these tests: audience `ledger`, scopes
+    /// `read write`, `ttl` seconds, optionally bound.
+    struct Grant {
+        ttl: u64,
+        bind: Option<(&'static str, &'static str)>,
+    }
+
     fn grant(ttl: u64) -> Grant {
-        Grant {
-            audience: Audience::parse("ledger").expect("aud"),
-            scope: Scope::parse("read write").expect("scope"),
-            ttl: Ttl::new(ttl).expect("ttl"),
-            once: false,
-            bind: None,
-        }
+        Grant { ttl, bind: None }
     }
 
     fn expect_ledger() -> Expectation {
@@ -264,21 +288,39 @@ mod tests {
     }
 
     impl Fixture {
+        fn advance(&self, secs: u64) {
+            self.clock.fetch_add(secs, Ordering::SeqCst);
+        }
+
+        /// Claims as the issuer writes them for client `billing`.
         fn issue(&self, grant: &Grant) -> String {
-            let client = ClientId::parse("billing").expect("id");
-            let claims =
-                claims_for(ISS, &client, grant, &self.clock, &self.random).expect("claims");
-            sign(&self.key, claims).expect("sign").token
+            let now = self.clock.load(Ordering::SeqCst);
+            let mut claims = json!({
+                "iss": ISS, "sub": "billing", "aud": "ledger", "exp": now + grant.ttl,
+                "iat": now, "nbf": now, "jti": "AAAAAAAAAAAAAAAAAAAAAA", "client_id": "billing",
+                "scope": "read write"
+            });
+            if let Some((htm, htu)) = grant.bind {
+                claims["htm"] = htm.into();
+                claims["htu"] = htu.into();
+            }
+            self.key.sign(&claims)
         }
 
         fn check(&self, token: &str, expect: &Expectation) -> Result<AccessClaims, VerifyError> {
-            verify(token, &self.keys, &self.rules, expect, self.clock.now())
+            verify(
+                token,
+                &self.keys,
+                &self.rules,
+                expect,
+                self.clock.load(Ordering::SeqCst),
+            )
         }
 
-        /// Re-signs arbitrary claims with the real key, as a forger with the
+        /// Signs arbitrary claims with the real key, as a forger with the
         /// key would; used to probe claim checks behind a valid signature.
         fn sign_raw(&self, claims: Value) -> String {
-            self.key.sign(&claims).expect("sign")
+            self.key.sign(&claims)
         }
     }
 
@@ -295,16 +337,15 @@ mod tests {
         assert_eq!(claims.iat, T0);
         assert_eq!(claims.nbf, T0);
         assert_eq!(claims.scope.as_deref(), Some("read write"));
-        assert_eq!(claims.jti.len(), 22);
     }
 
     #[test]
     fn expiry_honours_leeway_to_the_second_and_no_more() {
         let f = fixture();
         let token = f.issue(&grant(60));
-        f.clock.advance(60 + 4);
+        f.advance(60 + 4);
         assert!(f.check(&token, &expect_ledger()).is_ok(), "inside leeway");
-        f.clock.advance(1);
+        f.advance(1);
         assert_eq!(f.check(&token, &expect_ledger()), Err(VerifyError::Expired));
     }
 
@@ -312,7 +353,7 @@ mod tests {
     fn not_before_and_issued_at_honour_leeway() {
         let f = fixture();
         let future = T0 + 10;
-        let mut claims = serde_json::json!({
+        let mut claims = json!({
             "iss": ISS, "sub": "c", "aud": "ledger", "exp": future + 60,
             "iat": T0, "nbf": future, "jti": "j", "client_id": "c"
         });
@@ -321,7 +362,7 @@ mod tests {
             f.check(&token, &expect_ledger()),
             Err(VerifyError::NotYetValid)
         );
-        f.clock.advance(5);
+        f.advance(5);
         assert!(
             f.check(&token, &expect_ledger()).is_ok(),
             "nbf within leeway"
@@ -370,7 +411,7 @@ mod tests {
     #[test]
     fn claims_of_the_wrong_json_type_are_refused() {
         let f = fixture();
-        let base = serde_json::json!({
+        let base = json!({
             "iss": ISS, "sub": "c", "aud": "ledger", "exp": T0 + 60,
             "iat": T0, "nbf": T0, "jti": "j", "client_id": "c"
         });
@@ -380,7 +421,7 @@ mod tests {
             ("iat", Value::from(-1)),
             ("exp", Value::from(1.5)),
             ("jti", Value::from(7)),
-            ("aud", serde_json::json!(["ledger", "other"])),
+            ("aud", json!(["ledger", "other"])),
             ("once", Value::from("true")),
         ] {
             let mut claims = base.clone();
@@ -402,7 +443,7 @@ mod tests {
         let token = f.issue(&grant(60));
         let (_, rest) = token.split_once('.').expect("three parts");
         for alg in ["none", "HS256", "RS256", "ES256"] {
-            let header = serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid()});
+            let header = json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid()});
             let encoded = URL_SAFE_NO_PAD.encode(header.to_string());
             let forged = format!("{encoded}.{rest}");
             assert_eq!(
@@ -419,7 +460,7 @@ mod tests {
         let token = f.issue(&grant(60));
         let parts: Vec<&str> = token.split('.').collect();
         let payload = URL_SAFE_NO_PAD.encode(
-            serde_json::json!({"iss": ISS, "sub": "x", "aud": "ledger", "exp": T0 + 9999,
+            json!({"iss": ISS, "sub": "x", "aud": "ledger", "exp": T0 + 9999,
                 "iat": T0, "jti": "j", "client_id": "x"})
             .to_string(),
         );
@@ -428,10 +469,7 @@ mod tests {
             f.check(&forged, &expect_ledger()),
             Err(VerifyError::Jws(JwsError::BadSignature))
         );
-        let other = SigningKey::generate(SigningAlg::EdDSA, 2048)
-            .expect("key")
-            .key;
-        let foreign = other.sign(&serde_json::json!({"iss": ISS})).expect("sign");
+        let foreign = TestKey::generate().sign(&json!({"iss": ISS}));
         assert_eq!(
             f.check(&foreign, &expect_ledger()),
             Err(VerifyError::Jws(JwsError::UnknownKey))
@@ -441,9 +479,10 @@ mod tests {
     #[test]
     fn bound_tokens_need_the_same_method_and_url() {
         let f = fixture();
-        let mut g = grant(60);
-        g.bind = Some(Binding::parse("POST", "https://ledger/pay").expect("bind"));
-        let token = f.issue(&g);
+        let token = f.issue(&Grant {
+            ttl: 60,
+            bind: Some(("POST", "https://ledger/pay")),
+        });
         let with = |m: Option<&str>, u: Option<&str>| Expectation {
             method: m.map(str::to_owned),
             url: u.map(str::to_owned),

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 /// Why a claim could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimError {
+    /// The claim is absent.
     Missing(&'static str),
+    /// The claim has another JSON type than the rules allow.
     WrongType(&'static str),
 }
 
@@ -16,10 +18,12 @@ pub enum ClaimError {
 pub struct Claims<'a>(pub &'a Map<String, Value>);
 
 impl Claims<'_> {
+    /// Whether the claim is present.
     pub fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
 
+    /// An optional string claim.
     pub fn opt_str(&self, name: &'static str) -> Result<Option<&str>, ClaimError> {
         match self.0.get(name) {
             None => Ok(None),
@@ -28,6 +32,7 @@ impl Claims<'_> {
         }
     }
 
+    /// A required string claim.
     pub fn str(&self, name: &'static str) -> Result<&str, ClaimError> {
         self.opt_str(name)?.ok_or(ClaimError::Missing(name))
     }
@@ -49,10 +54,12 @@ impl Claims<'_> {
         }
     }
 
+    /// A required NumericDate claim.
     pub fn number(&self, name: &'static str) -> Result<u64, ClaimError> {
         self.opt_number(name)?.ok_or(ClaimError::Missing(name))
     }
 
+    /// An optional boolean claim.
     pub fn opt_bool(&self, name: &'static str) -> Result<Option<bool>, ClaimError> {
         match self.0.get(name) {
             None => Ok(None),
@@ -99,8 +106,11 @@ impl Claims<'_> {
 /// Time checks shared by every profile, with `leeway` seconds of skew.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeError {
+    /// `exp` has passed (beyond the leeway).
     Expired,
+    /// `nbf` lies ahead (beyond the leeway).
     NotYetValid,
+    /// `iat` lies ahead (beyond the leeway).
     IssuedInFuture,
 }
 

@@ -1,0 +1,90 @@
+//! protected-api: an axum API that accepts auth-jit tokens, in the few lines
+//! `auth-jit-verifier` takes.
+//!
+//! ```text
+//! AUTH_JIT_URL=http://127.0.0.1:8000 PROTECTED_API_AUDIENCE=orders \
+//! PROTECTED_API_CLIENT_ID=orders PROTECTED_API_CLIENT_SECRET=... \
+//!   cargo run --release -p auth-jit-verifier --example protected-api
+//! ```
+//!
+//! - `GET /health`: open.
+//! - `GET /orders`: a token for the audience with scope `orders:read`; 200
+//!   with the token's `sub`.
+//! - `POST /pay`: a single-use token, consumed at the issuer; 200 once.
+//!
+//! `PROTECTED_API_ADDR` [127.0.0.1:8001] is where it listens, and the origin
+//! request-bound tokens are checked against.
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use auth_jit_verifier::{Token, Verifier};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("protected-api: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn setting(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is required"))
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let addr = std::env::var("PROTECTED_API_ADDR").unwrap_or_else(|_| "127.0.0.1:8001".into());
+    let mut verifier =
+        Verifier::builder(setting("AUTH_JIT_URL")?, setting("PROTECTED_API_AUDIENCE")?)
+            .public_origin(format!("http://{addr}"));
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("PROTECTED_API_CLIENT_ID"),
+        std::env::var("PROTECTED_API_CLIENT_SECRET"),
+    ) {
+        verifier = verifier.client_credentials(id, secret);
+    }
+    let verifier = verifier.build()?;
+    // Warm the key cache; if the issuer is not up yet, the first request
+    // fetches.
+    if let Err(e) = verifier.refresh().await {
+        eprintln!("protected-api: the issuer's keys are not loaded yet: {e}");
+    }
+
+    let app = Router::new()
+        .route("/health", get(health))
+        .route(
+            "/orders",
+            get(orders).route_layer(verifier.require("orders:read")?),
+        )
+        .route(
+            "/pay",
+            post(pay).route_layer(verifier.require_single_use("")?),
+        );
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("protected-api: listening on {addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn orders(token: Token) -> Json<Value> {
+    Json(json!({"sub": token.sub, "orders": [{"id": 1, "total": "12.50"}]}))
+}
+
+async fn pay(token: Token) -> Json<Value> {
+    Json(json!({"paid": true, "sub": token.sub, "jti": token.jti}))
+}
