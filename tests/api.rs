@@ -352,6 +352,34 @@ async fn verification_refusals() {
     assert_eq!(status, 200, "the genuine token still verifies: {body}");
 }
 
+/// The shared forgery table (tests/common/forgeries.rs) at the issuer:
+/// the verifier crate behind the example API must refuse the same list
+/// (tests/verifier.rs).
+#[tokio::test]
+async fn every_forgery_class_is_refused_by_the_verify_endpoint() {
+    let (dir, s) = server();
+    let c = register_pair(&s);
+    let token = s
+        .issue(
+            "billing",
+            &c.billing,
+            json!({"audience": "ledger", "scope": "read"}),
+        )
+        .await;
+    let key = common::forgeries::issuer_key(&dir.path().join("data"));
+    let table = common::forgeries::forgeries(&token, &key);
+    assert!(table.len() >= 25, "{} classes", table.len());
+    for forgery in &table {
+        let (status, body) = s
+            .verify("ledger", &c.ledger, &forgery.token, "ledger")
+            .await;
+        assert_eq!(status, 401, "{}: {body}", forgery.class);
+        assert_error(&body, "invalid_token");
+    }
+    let (status, body) = s.verify("ledger", &c.ledger, &token, "ledger").await;
+    assert_eq!(status, 200, "the genuine token still verifies: {body}");
+}
+
 #[tokio::test]
 async fn single_use_token_works_once() {
     let (_dir, s) = server();

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod forgeries;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_auth-jit");
 
 /// The key-encryption key of test fleets (32 bytes, base64): a Redis store
