@@ -469,3 +469,42 @@ async fn the_key_cache_honours_max_age_and_revalidates_by_etag() {
     assert!(revalidated, "{:?}", verifier.stats());
     assert_eq!(verifier.stats().failures, 0);
 }
+
+/// Past its stale bound a key set never verifies again while the issuer
+/// stays away: not between retries, not ever.
+#[tokio::test]
+async fn past_the_stale_bound_nothing_verifies() {
+    let env = vec![
+        ("AUTH_JIT_JWKS_MAX_AGE_SECS", "1".to_owned()),
+        ("AUTH_JIT_KEY_PUBLISH_SECS", "2".to_owned()),
+    ];
+    let s = setup(&env);
+    let verifier = Verifier::builder(s.server.base.clone(), "orders")
+        .stale_if_error(Duration::from_secs(1))
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("verifier");
+    let token = s.token(json!({"audience": "orders", "ttl": 120})).await;
+    let need = Requirement::default();
+    verifier.verify(&token, &need, None).await.expect("valid");
+    let Setup { server, _dir, .. } = s;
+    assert_eq!(server.terminate(), Some(0));
+    // Fresh for 1 s, then stale but usable for 1 s more.
+    verifier
+        .verify(&token, &need, None)
+        .await
+        .expect("within the stale bound");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut refusals = 0;
+    while Instant::now() < deadline {
+        match verifier.verify(&token, &need, None).await {
+            Err(auth_jit_verifier::Refusal::Unavailable(_)) => refusals += 1,
+            other => panic!("a set past its stale bound answered {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refusals > 20, "{refusals}");
+    assert!(verifier.stats().failures >= 1, "{:?}", verifier.stats());
+    drop(_dir);
+}

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
@@ -118,15 +118,25 @@ where
 }
 
 impl RequireToken {
-    /// The URL the caller used: the configured origin (or `http://` and the
-    /// `Host` header) and the request's path.
+    /// The URL the caller used, without query: the configured origin (or
+    /// `http://` and the request's authority or `Host`) and the path as
+    /// the caller sent it (before any `Router::nest` stripped a prefix).
     fn request_url(&self, request: &Request<Body>) -> Option<String> {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or(request.uri(), |original| &original.0);
         let origin = match self.verifier.public_origin() {
             Some(origin) => origin.to_owned(),
-            None => format!("http://{}", request.headers().get(HOST)?.to_str().ok()?),
+            None => {
+                let authority = match uri.authority() {
+                    Some(authority) => authority.as_str(),
+                    None => request.headers().get(HOST)?.to_str().ok()?,
+                };
+                format!("http://{authority}")
+            }
         };
-        Some(format!("{origin}{path}"))
+        Some(format!("{origin}{}", uri.path()))
     }
 }
 
@@ -149,7 +159,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
         .split_once(' ')
         .ok_or(Refusal::InvalidRequest("use Authorization: Bearer TOKEN"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Refusal::InvalidRequest("use Authorization: Bearer TOKEN"));
+        // Another scheme is no bearer token (RFC 6750 §3.1: no error code).
+        return Err(Refusal::Missing);
     }
     let token = token.trim_start_matches(' ');
     let body = token.trim_end_matches('=');
@@ -272,9 +283,13 @@ mod tests {
         );
         assert_eq!(bearer_token(&headers(&["bearer  abc"])), Ok("abc"));
         assert_eq!(bearer_token(&headers(&[])), Err(Refusal::Missing));
+        // Another scheme is no bearer token: a plain challenge.
+        assert_eq!(
+            bearer_token(&headers(&["Basic abc"])),
+            Err(Refusal::Missing)
+        );
         for bad in [
-            &["Basic abc"][..],
-            &["Bearer"],
+            &["Bearer"][..],
             &["Bearer "],
             &["Bearer a b"],
             &["Bearer a", "Bearer b"],

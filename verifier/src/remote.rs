@@ -68,6 +68,8 @@ struct Inner {
     verify_endpoint: Url,
     credentials: Option<Credentials>,
     origin: Option<String>,
+    https_issuer: bool,
+    timeout: Duration,
     kid_miss_interval: Duration,
     stale_if_error: Duration,
     min_cache: Duration,
@@ -297,20 +299,22 @@ impl Builder {
     /// Bounds on the issuer's `max-age` [1 s, 1 day], and the freshness of
     /// a JWKS sent without one [300 s].
     pub fn cache_bounds(mut self, min: Duration, max: Duration, default: Duration) -> Self {
-        self.min_cache = min;
+        // Never below a second: revalidating without pause helps no one.
+        self.min_cache = min.max(Duration::from_secs(1));
         self.max_cache = max.max(min);
         self.default_cache = default.clamp(self.min_cache, self.max_cache);
         self
     }
 
-    /// Timeout of each request to the issuer [3 s].
+    /// Deadline of each request to the issuer [3 s], also with a client
+    /// of your own.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// An HTTP client of your own (custom roots, proxies); its timeouts
-    /// apply instead of [`Builder::timeout`].
+    /// An HTTP client of your own (custom roots, proxies). Turn off its
+    /// redirects: [`Builder::timeout`] still bounds every request.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -369,6 +373,8 @@ impl Builder {
                 verify_endpoint,
                 credentials: self.credentials,
                 origin: self.origin,
+                https_issuer: https,
+                timeout: self.timeout,
                 kid_miss_interval: self.kid_miss_interval,
                 stale_if_error: self.stale_if_error,
                 min_cache: self.min_cache,
@@ -401,6 +407,8 @@ enum FetchError {
     Status(StatusCode),
     #[error("the issuer's metadata names another issuer or no usable jwks_uri")]
     Metadata,
+    #[error("the issuer did not answer in time")]
+    Timeout,
     #[error("the document is larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
     #[error("the JWKS was refused: {0}")]
@@ -501,7 +509,7 @@ impl Verifier {
         }
         if claims.is_single_use() || claims.htm.is_some() || claims.htu.is_some() {
             self.inner
-                .ask_issuer(token, &requirement.scope, target)
+                .ask_issuer(token, &claims.jti, &requirement.scope, target)
                 .await?;
             return Ok(Verified {
                 claims,
@@ -530,28 +538,25 @@ impl Inner {
         let last = self.last_miss.load(Ordering::Acquire);
         let interval = u64::try_from(self.kid_miss_interval.as_millis()).unwrap_or(u64::MAX);
         let due = last == 0 || now.saturating_sub(last - 1) >= interval;
-        let _guard = self.fetching.lock().await;
-        if self.cache.load().generation == seen {
-            if due
-                && self
-                    .last_miss
-                    .compare_exchange(last, now + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                self.stats
-                    .kid_miss_refetches
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.fetch().await {
-                    tracing::warn!(error = %e, "refetching the issuer's keys for an unknown kid failed");
-                }
-            } else {
+        if !due {
+            self.stats
+                .kid_miss_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(VerifyError::Jws(JwsError::UnknownKey).into());
+        }
+        match self.fetch_once(seen, Trigger::KidMiss { last, now }).await {
+            Outcome::Failed => {
+                return Err(Refusal::Unavailable(
+                    "the issuer's keys cannot be fetched now",
+                ))
+            }
+            Outcome::Throttled => {
                 self.stats
                     .kid_miss_throttled
                     .fetch_add(1, Ordering::Relaxed);
             }
+            Outcome::Fetched | Outcome::Newer => {}
         }
-        // Either this call fetched, or it waited for a fetch in flight, or
-        // none was due: the current set decides.
         let snapshot = self.cache.load_full();
         match &snapshot.keys {
             Some(keys) if keys.find(kid).is_some() && Instant::now() < snapshot.usable_until => {
@@ -562,39 +567,68 @@ impl Inner {
     }
 
     /// The usable key set: fresh, or stale within bounds while it is being
-    /// revalidated in the background, or fetched now.
+    /// revalidated in the background, or fetched now. Past its stale bound
+    /// a set never verifies again, whatever happens to the fetches.
     async fn current_keys(self: &Arc<Self>) -> Result<Arc<KeySet>, Refusal> {
+        let unavailable = Refusal::Unavailable("the issuer's keys cannot be fetched now");
         let now = Instant::now();
-        let snapshot = self.cache.load();
+        let snapshot = self.cache.load_full();
         if let Some(keys) = &snapshot.keys {
-            if now < snapshot.fresh_until {
-                return Ok(keys.clone());
-            }
             if now < snapshot.usable_until {
-                self.revalidate_in_background();
+                if now >= snapshot.fresh_until {
+                    self.revalidate_in_background();
+                }
                 return Ok(keys.clone());
             }
         }
         if now < snapshot.fresh_until {
             // A fetch failed a moment ago; do not hammer the issuer.
-            return Err(Refusal::Unavailable(
-                "the issuer's keys cannot be fetched now",
-            ));
+            return Err(unavailable);
         }
-        let seen = snapshot.generation;
-        drop(snapshot);
-        let _guard = self.fetching.lock().await;
-        if self.cache.load().generation == seen {
-            if let Err(e) = self.fetch().await {
-                tracing::warn!(error = %e, "fetching the issuer's keys failed");
-            }
-        }
+        self.fetch_once(snapshot.generation, Trigger::Stale).await;
         let snapshot = self.cache.load();
         match &snapshot.keys {
             Some(keys) if Instant::now() < snapshot.usable_until => Ok(keys.clone()),
-            _ => Err(Refusal::Unavailable(
-                "the issuer's keys cannot be fetched now",
-            )),
+            _ => Err(unavailable),
+        }
+    }
+
+    /// One fetch, in a task of its own so that a caller that is cancelled
+    /// (a client gone, a timeout layer) cancels neither the fetch nor the
+    /// state it records. Fetches run one at a time; none runs if one
+    /// answered since the caller's snapshot `seen`.
+    async fn fetch_once(self: &Arc<Self>, seen: u64, trigger: Trigger) -> Outcome {
+        let inner = self.clone();
+        let task = tokio::spawn(async move {
+            let _guard = inner.fetching.lock().await;
+            if inner.cache.load().generation != seen {
+                return Outcome::Newer;
+            }
+            if let Trigger::KidMiss { last, now } = trigger {
+                if inner
+                    .last_miss
+                    .compare_exchange(last, now + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return Outcome::Throttled;
+                }
+                inner
+                    .stats
+                    .kid_miss_refetches
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match inner.fetch().await {
+                Ok(()) => Outcome::Fetched,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching the issuer's keys failed");
+                    Outcome::Failed
+                }
+            }
+        });
+        // The lock is held at most one bounded fetch at a time.
+        match tokio::time::timeout(self.timeout * 3, task).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Outcome::Failed,
         }
     }
 
@@ -602,17 +636,26 @@ impl Inner {
         if self.revalidating.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = self.clone();
-        tokio::spawn(async move {
-            {
-                let _guard = inner.fetching.lock().await;
-                if Instant::now() >= inner.cache.load().fresh_until {
-                    if let Err(e) = inner.fetch().await {
-                        tracing::warn!(error = %e, "revalidating the issuer's keys failed; the last good set serves within its stale bound");
-                    }
+        /// Clears the flag however the task ends (done, panicked, dropped
+        /// with its runtime).
+        struct Done(Arc<Inner>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.revalidating.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(self.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let inner = &done.0;
+            let _guard = inner.fetching.lock().await;
+            if Instant::now() >= inner.cache.load().fresh_until {
+                if let Err(e) = inner.fetch().await {
+                    tracing::warn!(error = %e, "revalidating the issuer's keys failed; the last good set serves within its stale bound");
                 }
             }
-            inner.revalidating.store(false, Ordering::Release);
         });
     }
 
@@ -625,7 +668,10 @@ impl Inner {
     async fn fetch(&self) -> Result<(), FetchError> {
         let previous = self.cache.load_full();
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = self.fetch_inner(&previous).await;
+        let result = match tokio::time::timeout(self.timeout, self.fetch_inner(&previous)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout),
+        };
         let now = Instant::now();
         let next = match &result {
             Ok(Fetched::NotModified(fresh)) => {
@@ -723,10 +769,9 @@ impl Inner {
                     .and_then(Value::as_str)
                     .and_then(|u| Url::parse(u).ok())
                     .ok_or(FetchError::Metadata)?;
-                let https_issuer = issuer.starts_with("https://");
                 match uri.scheme() {
                     "https" => Ok(uri),
-                    "http" if !https_issuer => Ok(uri),
+                    "http" if !self.https_issuer => Ok(uri),
                     _ => Err(FetchError::Metadata),
                 }
             })
@@ -744,14 +789,19 @@ impl Inner {
                 if lower == "no-cache" || lower == "no-store" {
                     max_age = Some(0);
                 } else if let Some(secs) = lower.strip_prefix("max-age=") {
-                    if let Ok(secs) = secs.trim_matches('"').parse::<u64>() {
+                    let digits = secs.trim_matches('"');
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        // Too large for a u64 is "very long" (RFC 9111 §1.2.2).
+                        let secs = digits.parse::<u64>().unwrap_or(u64::MAX);
                         max_age = Some(max_age.map_or(secs, |m: u64| m.min(secs)));
                     }
                 }
             }
         }
         max_age
-            .map_or(self.default_cache, Duration::from_secs)
+            .map_or(self.default_cache, |secs| {
+                Duration::from_secs(secs.min(self.max_cache.as_secs()))
+            })
             .clamp(self.min_cache, self.max_cache)
     }
 
@@ -759,6 +809,7 @@ impl Inner {
     async fn ask_issuer(
         &self,
         token: &str,
+        jti: &str,
         scope: &Scope,
         target: Option<RequestTarget<'_>>,
     ) -> Result<(), Refusal> {
@@ -780,30 +831,40 @@ impl Inner {
         let Ok(payload) = serde_json::to_vec(&body) else {
             return Err(unavailable);
         };
-        let response = self
+        let request = self
             .http
             .post(self.verify_endpoint.clone())
             .basic_auth(&credentials.id, Some(&credentials.secret))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
-            .body(payload)
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
+            .body(payload);
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = read_limited(response).await?;
+            Ok::<_, FetchError>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the issuer's verify endpoint could not be reached");
                 return Err(unavailable);
             }
+            Err(_) => {
+                tracing::warn!("the issuer's verify endpoint did not answer in time");
+                return Err(unavailable);
+            }
         };
-        let status = response.status();
-        let answer: Value = match read_limited(response).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let field = |name: &str| answer.get(name).and_then(Value::as_str);
         match status {
-            StatusCode::OK if answer.get("active") == Some(&Value::Bool(true)) => Ok(()),
+            // The answer must be about this very token.
+            StatusCode::OK
+                if answer.get("active") == Some(&Value::Bool(true))
+                    && answer.pointer("/claims/jti").and_then(Value::as_str) == Some(jti) =>
+            {
+                Ok(())
+            }
             StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST
                 if field("error") == Some("invalid_token")
                     || field("error") == Some("invalid_request") =>
@@ -824,6 +885,22 @@ impl Inner {
             }
         }
     }
+}
+
+/// What a call to [`Inner::fetch_once`] led to.
+enum Outcome {
+    Fetched,
+    /// Another fetch answered while this one waited.
+    Newer,
+    /// Another kid miss took this interval's refetch.
+    Throttled,
+    Failed,
+}
+
+/// Why a fetch is wanted.
+enum Trigger {
+    Stale,
+    KidMiss { last: u64, now: u64 },
 }
 
 enum Fetched {
