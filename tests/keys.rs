@@ -116,18 +116,7 @@ async fn scheduled_rotation_is_once_per_period_and_a_caching_verifier_never_fail
     let root = tempfile::tempdir().expect("tempdir");
     // Period 5 s, published 2 s (+2 s propagation) ahead, cached 1 s,
     // tokens live 2 s: the smallest settings the rules allow.
-    let env = fleet_env(
-        &redis,
-        root.path(),
-        &[
-            ("AUTH_JIT_KEY_ROTATION_SECS", "5"),
-            ("AUTH_JIT_KEY_PUBLISH_SECS", "2"),
-            ("AUTH_JIT_JWKS_MAX_AGE_SECS", "1"),
-            ("AUTH_JIT_MAX_TTL", "3"),
-            ("AUTH_JIT_DEFAULT_TTL", "2"),
-            ("AUTH_JIT_LEEWAY", "1"),
-        ],
-    );
+    let env = fleet_env(&redis, root.path(), &common::FAST_ROTATION);
     let billing = add_client(root.path(), &env, "billing", &["--audience", "ledger"]);
     let fleet = start_many(root.path(), 3, &env);
     let bases: Vec<String> = fleet.iter().map(|s| s.base.clone()).collect();

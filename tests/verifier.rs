@@ -330,18 +330,10 @@ async fn concurrently(
 
 #[tokio::test]
 async fn a_rotation_is_followed_without_a_failed_request() {
-    // Rotation every 5 s, keys published 2 s ahead, JWKS cached 1 s.
-    let env: Vec<(&'static str, String)> = [
-        ("AUTH_JIT_KEY_ROTATION_SECS", "5"),
-        ("AUTH_JIT_KEY_PUBLISH_SECS", "2"),
-        ("AUTH_JIT_JWKS_MAX_AGE_SECS", "1"),
-        ("AUTH_JIT_MAX_TTL", "3"),
-        ("AUTH_JIT_DEFAULT_TTL", "2"),
-        ("AUTH_JIT_LEEWAY", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k, v.to_owned()))
-    .collect();
+    let env: Vec<(&'static str, String)> = common::FAST_ROTATION
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
     let s = setup(&env);
     let api = Api::start(&s.server, Some(("orders", &s.orders))).await;
     let started = Instant::now();
