@@ -337,6 +337,29 @@ pub const CLIENT_ASSERTION: Profile = Profile {
     kid_required: false,
 };
 
+/// The JOSE `typ` of a Transaction Token (draft-ietf-oauth-transaction-tokens).
+pub const TXN_TOKEN_TYPE: &str = "txntoken+jwt";
+
+/// Transaction Tokens: exactly `alg`, `typ: txntoken+jwt` and `kid`. Our
+/// access tokens (`at+jwt`) are refused here, and Txn-Tokens under
+/// [`ACCESS_TOKEN`]: neither kind can stand in for the other.
+pub const TXN_TOKEN: Profile = Profile {
+    typ: &[TXN_TOKEN_TYPE, "application/txntoken+jwt"],
+    typ_name: TXN_TOKEN_TYPE,
+    typ_required: true,
+    kid_required: true,
+};
+
+/// Tokens of a trusted external issuer (a company's identity provider):
+/// `typ` absent, `JWT` or `at+jwt`, and `kid` required, since the key set
+/// is remote. Txn-Tokens are refused.
+pub const EXTERNAL_JWT: Profile = Profile {
+    typ: &["jwt", "at+jwt", "application/at+jwt"],
+    typ_name: "JWT",
+    typ_required: false,
+    kid_required: true,
+};
+
 /// A compact JWS whose header passed its profile; nothing is trusted yet.
 #[derive(Debug)]
 pub struct Jws<'a> {

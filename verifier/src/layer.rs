@@ -5,6 +5,9 @@
 //! with `error="insufficient_scope"`, 400 for a malformed `Authorization`
 //! header, and 503 when the issuer is needed and cannot answer. Bodies use
 //! the issuer's JSON error shape (`error`, `error_description`).
+//!
+//! [`Verifier::require_txn`] makes the same layer check the `Txn-Token`
+//! header instead (Transaction Tokens), and [`TxnToken`] extracts it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use crate::remote::{Refusal, RequestTarget, Requirement, Verified, Verifier};
-use crate::types::{ParseError, Scope};
+use crate::txn::TxnClaims;
+use crate::types::{Audience, ParseError, Scope};
 
 impl Verifier {
     /// A layer that lets a request through only with a valid token carrying
@@ -27,27 +31,55 @@ impl Verifier {
     pub fn require(&self, scope: &str) -> Result<RequireToken, ParseError> {
         Ok(RequireToken {
             verifier: self.clone(),
-            requirement: Requirement {
+            check: Check::Access(Requirement {
                 scope: Scope::parse(scope)?,
                 single_use: false,
-            },
+            }),
         })
     }
 
     /// A layer that accepts only single-use tokens, each once: the issuer
     /// consumes the token before the handler runs.
     pub fn require_single_use(&self, scope: &str) -> Result<RequireToken, ParseError> {
-        let mut layer = self.require(scope)?;
-        layer.requirement.single_use = true;
-        Ok(layer)
+        Ok(RequireToken {
+            verifier: self.clone(),
+            check: Check::Access(Requirement {
+                scope: Scope::parse(scope)?,
+                single_use: true,
+            }),
+        })
+    }
+
+    /// A layer that lets a request through only with exactly one valid
+    /// `Txn-Token` header (a Transaction Token of this issuer for
+    /// `trust_domain`, carrying every scope in `scope`). The token is
+    /// checked locally: Txn-Tokens are short-lived and never single-use.
+    pub fn require_txn(&self, trust_domain: &str, scope: &str) -> Result<RequireToken, ParseError> {
+        Ok(RequireToken {
+            verifier: self.clone(),
+            check: Check::Txn {
+                trust_domain: Audience::parse(trust_domain)?,
+                scope: Scope::parse(scope)?,
+            },
+        })
     }
 }
 
-/// The tower layer of [`Verifier::require`].
+/// The tower layer of [`Verifier::require`], [`Verifier::require_single_use`]
+/// and [`Verifier::require_txn`].
 #[derive(Clone, Debug)]
 pub struct RequireToken {
     verifier: Verifier,
-    requirement: Requirement,
+    check: Check,
+}
+
+#[derive(Clone, Debug)]
+enum Check {
+    Access(Requirement),
+    Txn {
+        trust_domain: Audience,
+        scope: Scope,
+    },
 }
 
 impl<S> Layer<S> for RequireToken {
@@ -89,30 +121,40 @@ where
         let layer = self.layer.clone();
         // What the check needs, owned: a request body is not `Sync`, so the
         // future may not borrow the request across an await.
-        let token = bearer_token(request.headers()).map(str::to_owned);
+        let token = match &layer.check {
+            Check::Access(_) => bearer_token(request.headers()).map(str::to_owned),
+            Check::Txn { .. } => txn_token_header(request.headers()).map(str::to_owned),
+        };
         let url = layer.request_url(&request);
         let method = request.method().as_str().to_owned();
         Box::pin(async move {
-            let target = url.as_deref().map(|url| RequestTarget {
-                method: &method,
-                url,
-            });
-            let checked = match token {
-                Ok(token) => {
-                    layer
-                        .verifier
-                        .verify(&token, &layer.requirement, target)
-                        .await
-                }
-                Err(refusal) => Err(refusal),
+            let token = match token {
+                Ok(token) => token,
+                Err(refusal) => return Ok(refusal.into_response()),
             };
-            match checked {
-                Ok(verified) => {
-                    request.extensions_mut().insert(verified);
-                    inner.call(request).await
+            let verifier = &layer.verifier;
+            match &layer.check {
+                Check::Access(requirement) => {
+                    let target = url.as_deref().map(|url| RequestTarget {
+                        method: &method,
+                        url,
+                    });
+                    match verifier.verify(&token, requirement, target).await {
+                        Ok(verified) => request.extensions_mut().insert(verified),
+                        Err(refusal) => return Ok(refusal.into_response()),
+                    };
                 }
-                Err(refusal) => Ok(refusal.into_response()),
+                Check::Txn {
+                    trust_domain,
+                    scope,
+                } => match verifier.verify_txn(&token, trust_domain, scope).await {
+                    Ok(claims) => {
+                        request.extensions_mut().insert(TxnToken { claims, token });
+                    }
+                    Err(refusal) => return Ok(refusal.into_response()),
+                },
             }
+            inner.call(request).await
         })
     }
 }
@@ -137,6 +179,80 @@ impl RequireToken {
             }
         };
         Some(format!("{origin}{}", uri.path()))
+    }
+}
+
+/// The `Txn-Token` request header (draft-ietf-oauth-transaction-tokens):
+/// exactly one, holding a compact JWS and nothing else.
+pub fn txn_token_header(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut values = headers.get_all(TXN_TOKEN_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal::InvalidToken(
+            "this request needs a Txn-Token header".into(),
+        ));
+    };
+    if values.next().is_some() {
+        return Err(Refusal::InvalidRequest("send exactly one Txn-Token header"));
+    }
+    let token = value
+        .to_str()
+        .ok()
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .ok_or(Refusal::InvalidRequest(
+            "the Txn-Token header holds a compact JWS and nothing else",
+        ))?;
+    Ok(token)
+}
+
+/// The name of the header that carries a Txn-Token between workloads.
+pub const TXN_TOKEN_HEADER: &str = "txn-token";
+
+/// The verified Txn-Token of a request behind [`Verifier::require_txn`]:
+/// its claims, and the token itself, to pass on to the next workload in the
+/// `Txn-Token` header. Without the layer the request is refused (401).
+#[derive(Clone)]
+pub struct TxnToken {
+    /// The verified claims.
+    pub claims: TxnClaims,
+    token: String,
+}
+
+impl TxnToken {
+    /// The token, for the `Txn-Token` header of a downstream call. Never
+    /// log it: it is a credential.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl std::fmt::Debug for TxnToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnToken")
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for TxnToken {
+    type Target = TxnClaims;
+    fn deref(&self) -> &TxnClaims {
+        &self.claims
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TxnToken {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Refusal> {
+        parts
+            .extensions
+            .get::<TxnToken>()
+            .cloned()
+            .ok_or_else(|| Refusal::InvalidToken("this route checks no Txn-Token".into()))
     }
 }
 

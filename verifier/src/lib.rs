@@ -50,6 +50,7 @@ pub mod jwks;
 pub mod jws;
 pub mod jwt;
 pub mod rules;
+pub mod txn;
 pub mod types;
 
 #[cfg(feature = "axum")]
@@ -61,11 +62,15 @@ mod testkit;
 
 pub use claims::{AccessClaims, Actor};
 #[cfg(feature = "axum")]
-pub use layer::{bearer_token, RequireToken, RequireTokenService, Token};
+pub use layer::{
+    bearer_token, txn_token_header, RequireToken, RequireTokenService, Token, TxnToken,
+    TXN_TOKEN_HEADER,
+};
 #[cfg(feature = "remote")]
 pub use remote::{
     BuildError, Builder, RefreshError, Refusal, RequestTarget, Requirement, Stats, Verified,
     Verifier,
 };
 pub use rules::{verify, Expectation, KeyLookup, Rules, VerifyError};
+pub use txn::{verify_txn, TxnClaims, TxnExpectation};
 pub use types::{Audience, ParseError, Scope, ScopeToken};

@@ -31,8 +31,9 @@ use url::Url;
 
 use crate::claims::AccessClaims;
 use crate::jwks::KeySet;
-use crate::jws::{Jws, JwsError, ACCESS_TOKEN};
+use crate::jws::{Jws, JwsError, ACCESS_TOKEN, TXN_TOKEN};
 use crate::rules::{verify_jws, Expectation, KeyLookup, Rules, VerifyError};
+use crate::txn::{verify_txn, TxnClaims, TxnExpectation};
 use crate::types::{Audience, ParseError, Scope};
 
 /// A JWKS larger than this is refused (ours are a few KiB).
@@ -475,6 +476,39 @@ impl Verifier {
             .fetch()
             .await
             .map_err(|e| RefreshError(e.to_string()))
+    }
+
+    /// The issuer's key set to check a token whose header names `kid`, by
+    /// this cache's rules (freshness, one kid-miss refetch per interval,
+    /// the stale bound). For tokens of other profiles than auth-jit's own
+    /// (an identity provider's, checked by its own rules).
+    pub async fn keys(&self, kid: &str) -> Result<Arc<KeySet>, Refusal> {
+        self.inner.keys_for(kid).await
+    }
+
+    /// Verifies a Transaction Token of this issuer for `trust_domain`,
+    /// carrying every scope of `scope` ([`crate::txn::verify_txn`]).
+    pub async fn verify_txn(
+        &self,
+        token: &str,
+        trust_domain: &Audience,
+        scope: &Scope,
+    ) -> Result<TxnClaims, Refusal> {
+        let jws = Jws::parse(token, &TXN_TOKEN).map_err(VerifyError::from)?;
+        let keys = self
+            .inner
+            .keys_for(jws.kid.as_deref().unwrap_or_default())
+            .await?;
+        let expect = TxnExpectation {
+            trust_domain: trust_domain.clone(),
+            scope: scope.clone(),
+            ignore_expiry: false,
+        };
+        match verify_txn(token, keys.as_ref(), &self.inner.rules, &expect, unix_now()) {
+            Ok(claims) => Ok(claims),
+            Err(VerifyError::MissingScope) => Err(Refusal::InsufficientScope(scope.clone())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Verifies `token` for this verifier's audience and `requirement`.
