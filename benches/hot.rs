@@ -107,6 +107,7 @@ fn authentication_and_policy(c: &mut Criterion) {
             .collect(),
         max_ttl: None,
         exchange: false,
+        txn_token: false,
         rate_limit: None,
         receives: BTreeSet::new(),
         tokens_revoked_before: None,
@@ -124,6 +125,7 @@ fn authentication_and_policy(c: &mut Criterion) {
         scopes: Scope::parse("read write").unwrap_or_else(|e| panic!("{e}")),
         max_ttl: None,
         exchange: false,
+        txn_token: false,
     };
     let limits = TtlLimits {
         default_ttl: 60,

@@ -77,6 +77,9 @@ pub struct AddArgs {
     /// Allow token exchange (RFC 8693).
     #[arg(long)]
     pub exchange: bool,
+    /// Allow Transaction Tokens for the trust domain (AUTH_JIT_TRUST_DOMAIN).
+    #[arg(long)]
+    pub txn_token: bool,
     /// Audiences this client serves (besides its own id): it may verify,
     /// introspect, revoke and exchange tokens addressed to them.
     #[arg(long = "receives", num_args = 1..)]
@@ -150,6 +153,7 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                 scopes: args.scopes.into_iter().collect(),
                 max_ttl: args.max_ttl,
                 exchange: args.exchange,
+                txn_token: args.txn_token,
                 rate_limit: args.rate_limit,
                 receives: args.receives.into_iter().collect(),
                 tokens_revoked_before: None,
@@ -199,12 +203,13 @@ pub async fn run_command(settings: &Settings, command: Command) -> anyhow::Resul
                     }
                 };
                 println!(
-                    "{}\taudiences={}\tscopes={}\tmax_ttl={}\texchange={}{}",
+                    "{}\taudiences={}\tscopes={}\tmax_ttl={}\texchange={}{}{}",
                     c.id,
                     join(c.audiences.iter().map(ToString::to_string).collect()),
                     join(c.scopes.iter().map(ToString::to_string).collect()),
                     c.max_ttl.map_or_else(|| "-".into(), |t| t.to_string()),
                     c.exchange,
+                    if c.txn_token { "\ttxn_token=true" } else { "" },
                     c.tokens_revoked_before
                         .map_or_else(String::new, |t| format!("\ttokens_revoked_before={t}")),
                 );

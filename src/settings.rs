@@ -235,6 +235,12 @@ pub struct Settings {
     pub key_encryption_key_file: Option<PathBuf>,
     pub rate_limit: u32,
     pub max_delegation_depth: usize,
+    /// The `aud` of every Transaction Token; empty: Txn-Tokens off.
+    pub trust_domain: String,
+    /// TOML list of the external issuers whose JWTs may be exchanged for
+    /// Txn-Tokens (`[[issuer]]`: issuer, jwks_uri or jwks_file, audience).
+    #[serde(serialize_with = "empty_if_none")]
+    pub trusted_issuers_file: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
@@ -290,6 +296,8 @@ impl Default for Settings {
             key_encryption_key_file: None,
             rate_limit: 100,
             max_delegation_depth: 3,
+            trust_domain: String::new(),
+            trusted_issuers_file: None,
             max_body_bytes: 16 * 1024,
             request_timeout_secs: 10,
             shutdown_timeout_secs: 10,
@@ -521,6 +529,17 @@ impl Settings {
             return Err(bad(
                 "max_delegation_depth",
                 "expected 0 to 10 (0 turns token exchange off)",
+            ));
+        }
+        self.trust_domain = self.trust_domain.trim().to_owned();
+        if !self.trust_domain.is_empty() {
+            crate::token::types::Audience::parse(&self.trust_domain)
+                .map_err(|e| bad("trust_domain", format_args!("expected an audience: {e}")))?;
+        }
+        if self.trusted_issuers_file.is_some() && self.trust_domain.is_empty() {
+            return Err(bad(
+                "trusted_issuers_file",
+                "trusted issuers are for Txn-Tokens: set AUTH_JIT_TRUST_DOMAIN too",
             ));
         }
         if self.max_body_bytes < 1024 {

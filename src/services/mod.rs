@@ -8,3 +8,4 @@ pub mod ratelimit;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod trusted;

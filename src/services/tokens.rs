@@ -4,9 +4,13 @@
 
 use std::sync::Arc;
 
+mod txn;
+pub use txn::{IssuedTxn, SubjectType, TxnRequest};
+
 use crate::services::clients::{Client, Clients};
 use crate::services::keys::KeySet;
 use crate::services::store::{Party, StoreError, StoreHandle, TokenRef, TokenState};
+use crate::services::trusted::TrustedIssuers;
 use crate::token::claims::{AccessClaims, Actor};
 use crate::token::clock::{Clock, Random};
 use crate::token::issue::{self, IssuedToken};
@@ -40,6 +44,18 @@ pub enum TokenError {
     /// audience's new algorithm gets its first key within a second.
     #[error("no signing key is loaded yet")]
     NoSigningKey,
+    /// Txn-Tokens were asked for, and no trust domain is configured.
+    #[error("Transaction Tokens are off: AUTH_JIT_TRUST_DOMAIN is not set")]
+    TxnOff,
+    /// The client is not registered for Txn-Tokens.
+    #[error("this client may not request Transaction Tokens")]
+    TxnNotAllowed,
+    /// A Txn-Token's audience is the trust domain, and nothing else.
+    #[error("the audience of a Transaction Token is the trust domain")]
+    NotTrustDomain,
+    /// A trusted issuer's keys could not be fetched: fail closed.
+    #[error("the trusted issuer cannot be reached")]
+    UpstreamUnavailable,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -64,6 +80,8 @@ pub struct TokenService {
     rules: Rules,
     limits: TtlLimits,
     max_delegation_depth: usize,
+    trust_domain: Option<Audience>,
+    trusted: TrustedIssuers,
 }
 
 /// The service-wide rules a [`TokenService`] applies.
@@ -73,6 +91,8 @@ pub struct ServiceRules {
     pub ttl: TtlLimits,
     /// Most token exchanges behind one token (0: exchange off).
     pub max_delegation_depth: usize,
+    /// The `aud` of Transaction Tokens (`None`: they are off).
+    pub trust_domain: Option<Audience>,
 }
 
 impl TokenService {
@@ -93,7 +113,15 @@ impl TokenService {
             rules: rules.verify,
             limits: rules.ttl,
             max_delegation_depth: rules.max_delegation_depth,
+            trust_domain: rules.trust_domain,
+            trusted: TrustedIssuers::default(),
         }
+    }
+
+    /// The external issuers whose JWTs may be exchanged for Txn-Tokens.
+    pub fn with_trusted_issuers(mut self, trusted: TrustedIssuers) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     pub fn issuer(&self) -> &str {

@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 
 pub use auth_jit_verifier::jws::{
     unverified_payload, Jws, JwsError, KeyError, Profile, SigningAlg, VerifyingKey, ACCESS_TOKEN,
-    CLIENT_ASSERTION, MAX_TOKEN_LEN, MIN_RSA_BITS, TOKEN_TYPE,
+    CLIENT_ASSERTION, EXTERNAL_JWT, MAX_TOKEN_LEN, MIN_RSA_BITS, TOKEN_TYPE, TXN_TOKEN,
+    TXN_TOKEN_TYPE,
 };
 
 enum Pair {

@@ -14,6 +14,9 @@ pub struct ClientPolicy {
     pub max_ttl: Option<u64>,
     /// May use token exchange (RFC 8693).
     pub exchange: bool,
+    /// May request Transaction Tokens (a gateway or workload of the trust
+    /// domain).
+    pub txn_token: bool,
 }
 
 /// Service-wide lifetime settings.
@@ -143,6 +146,7 @@ mod tests {
             scopes: Scope::parse("read write").expect("scope"),
             max_ttl,
             exchange: false,
+            txn_token: false,
         }
     }
 

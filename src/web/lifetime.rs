@@ -17,9 +17,11 @@ use crate::services::keys::{create_private_dir, KeyRing, KeySet, KeysError, Ring
 use crate::services::ratelimit::RateLimits;
 use crate::services::store::StoreHandle;
 use crate::services::tokens::{ServiceRules, TokenService};
+use crate::services::trusted::TrustedIssuers;
 use crate::settings::Settings;
 use crate::token::clock::{Clock, SystemClock, SystemRandom};
 use crate::token::policy::TtlLimits;
+use crate::token::types::Audience;
 use crate::token::verify::Rules;
 use crate::web::application::{self, AppState};
 use crate::web::server::{Draining, Stop};
@@ -62,24 +64,34 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
         tracing::info!(kid = active.kid(), alg = %active.alg(), keys = keys.info().len(), at = %ring.describe(), "signing keys loaded");
     }
     let keys = Arc::new(keys);
-    let tokens = Arc::new(TokenService::new(
-        keys,
-        clients.clone(),
-        store.clone(),
-        clock.clone(),
-        Arc::new(SystemRandom::new()),
-        ServiceRules {
-            verify: Rules {
-                issuer: settings.issuer.clone(),
-                leeway: settings.leeway,
+    let tokens = Arc::new(
+        TokenService::new(
+            keys,
+            clients.clone(),
+            store.clone(),
+            clock.clone(),
+            Arc::new(SystemRandom::new()),
+            ServiceRules {
+                verify: Rules {
+                    issuer: settings.issuer.clone(),
+                    leeway: settings.leeway,
+                },
+                ttl: TtlLimits {
+                    default_ttl: settings.default_ttl,
+                    max_ttl: settings.max_ttl,
+                },
+                max_delegation_depth: settings.max_delegation_depth,
+                trust_domain: match settings.trust_domain.as_str() {
+                    "" => None,
+                    domain => Some(Audience::parse(domain)?),
+                },
             },
-            ttl: TtlLimits {
-                default_ttl: settings.default_ttl,
-                max_ttl: settings.max_ttl,
-            },
-            max_delegation_depth: settings.max_delegation_depth,
-        },
-    ));
+        )
+        .with_trusted_issuers(match &settings.trusted_issuers_file {
+            Some(path) => TrustedIssuers::load(path, settings.leeway)?,
+            None => TrustedIssuers::default(),
+        }),
+    );
     let mut tasks = Vec::new();
     // A running server picks up `auth-jit client ...` changes within a second.
     let watched = clients.clone();

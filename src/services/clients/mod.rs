@@ -64,6 +64,9 @@ pub struct ClientEntry {
     pub max_ttl: Option<u64>,
     #[serde(default)]
     pub exchange: bool,
+    /// May request Transaction Tokens for the trust domain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub txn_token: bool,
     /// Token requests per second for this client; overrides the global one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
@@ -346,6 +349,7 @@ impl From<ClientEntry> for Client {
                 scopes: Scope::from_tokens(entry.scopes),
                 max_ttl: entry.max_ttl,
                 exchange: entry.exchange,
+                txn_token: entry.txn_token,
             },
             rate_limit: entry.rate_limit,
             id: entry.id,
@@ -491,6 +495,7 @@ mod tests {
             scopes: [ScopeToken::parse("read").expect("scope")].into(),
             max_ttl: Some(120),
             exchange: false,
+            txn_token: false,
             rate_limit: None,
             receives: BTreeSet::new(),
             tokens_revoked_before: None,

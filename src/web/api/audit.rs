@@ -14,6 +14,7 @@ use crate::services::metrics::{
 };
 use crate::services::telemetry::AUDIT;
 use crate::token::claims::AccessClaims;
+use auth_jit_verifier::txn::{TxnClaims, REQ_WL_CHAIN};
 
 fn span_outcome(outcome: &'static str, aud: Option<&str>) {
     let span = tracing::Span::current();
@@ -60,6 +61,41 @@ pub fn token_issued(client: &Client, claims: &AccessClaims, grant: &'static str)
     span_outcome("issued", Some(&claims.aud));
 }
 
+/// A Txn-Token was issued: the event carries `txn`, never the token.
+pub fn txn_token_issued(client: &Client, claims: &TxnClaims, subject_type: Option<&str>) {
+    let subject = subject_type
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("unknown");
+    let replacement = claims
+        .rctx
+        .as_ref()
+        .and_then(|r| r.get(REQ_WL_CHAIN))
+        .and_then(|c| c.as_array())
+        .map_or(0, Vec::len);
+    tracing::info!(
+        target: AUDIT,
+        event = "txn_token_issued",
+        outcome = "success",
+        grant = "txn_token",
+        client_id = %client.id,
+        aud = %claims.aud,
+        txn = %claims.txn,
+        exp = claims.exp,
+        subject_token_type = subject,
+        replacements = replacement,
+    );
+    count(
+        TOKENS_ISSUED,
+        &[
+            ("client", client.id.as_str()),
+            ("audience", &claims.aud),
+            ("grant", "txn_token"),
+        ],
+        1,
+    );
+    span_outcome("issued", Some(&claims.aud));
+}
+
 pub fn token_denied(client: &Client, aud: Option<&str>, grant: &'static str, error: &ApiError) {
     let reason = error.code();
     tracing::info!(
@@ -87,9 +123,15 @@ pub fn token_denied(client: &Client, aud: Option<&str>, grant: &'static str, err
 }
 
 /// A verification (`via` = `verify`) or introspection (`introspect`).
-pub fn verification(client: &Client, via: &'static str, result: Result<&AccessClaims, &ApiError>) {
+/// What a verification found: an access token, or a Txn-Token.
+pub enum Checked<'a> {
+    Access(&'a AccessClaims),
+    Txn(&'a TxnClaims),
+}
+
+pub fn verification(client: &Client, via: &'static str, result: Result<Checked<'_>, &ApiError>) {
     match result {
-        Ok(claims) => {
+        Ok(Checked::Access(claims)) => {
             tracing::info!(
                 target: AUDIT,
                 event = "token_verified",
@@ -99,6 +141,19 @@ pub fn verification(client: &Client, via: &'static str, result: Result<&AccessCl
                 aud = %claims.aud,
                 jti = %claims.jti,
                 once = claims.is_single_use(),
+            );
+            count(VERIFICATIONS, &[("via", via), ("outcome", "active")], 1);
+            span_outcome("active", Some(&claims.aud));
+        }
+        Ok(Checked::Txn(claims)) => {
+            tracing::info!(
+                target: AUDIT,
+                event = "txn_token_verified",
+                outcome = "success",
+                via,
+                client_id = %client.id,
+                aud = %claims.aud,
+                txn = %claims.txn,
             );
             count(VERIFICATIONS, &[("via", via), ("outcome", "active")], 1);
             span_outcome("active", Some(&claims.aud));

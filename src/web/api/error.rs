@@ -206,6 +206,12 @@ impl From<TokenError> for ApiError {
             TokenError::NoSigningKey => {
                 Self::Unavailable("no signing key is loaded yet; try again".into())
             }
+            TokenError::TxnOff => Self::InvalidRequest(error.to_string()),
+            TokenError::TxnNotAllowed => Self::UnauthorizedClient(error.to_string()),
+            TokenError::NotTrustDomain => Self::InvalidTarget(error.to_string()),
+            TokenError::UpstreamUnavailable => {
+                Self::Unavailable("the trusted issuer's keys cannot be fetched; try again".into())
+            }
             TokenError::Internal(what) => {
                 tracing::error!(what, "internal error");
                 Self::Internal

@@ -17,6 +17,7 @@ use crate::token::policy::{Binding, TokenRequest};
 use crate::token::types::{Audience, Scope, Ttl};
 use crate::token::verify::Expectation;
 use crate::web::application::AppState;
+use auth_jit_verifier::txn::TxnClaims;
 
 /// Binds a token to one HTTP request (checked at verify).
 #[derive(Deserialize, ToSchema)]
@@ -185,6 +186,36 @@ pub struct VerifyBody {
     /// The URL of the request the token came with (bound tokens).
     #[schema(max_length = 2048)]
     pub url: Option<String>,
+    /// `access_token` (the default) or `txn_token`: a Transaction Token,
+    /// with the trust domain as `audience`. Each kind is refused as the
+    /// other.
+    #[schema(example = "access_token")]
+    pub token_type: Option<VerifyTokenType>,
+}
+
+/// The kinds of token `POST /api/token/verify` checks.
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyTokenType {
+    AccessToken,
+    TxnToken,
+}
+
+/// What a successful verification answers: an access token's claims, or
+/// (with `token_type: txn_token`) a Txn-Token's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum VerifyAnswer {
+    Access(VerifyResponse),
+    Txn(TxnVerifyResponse),
+}
+
+/// A Txn-Token that verified.
+#[derive(Serialize, ToSchema)]
+pub struct TxnVerifyResponse {
+    /// Always true: anything else is an error response.
+    pub active: bool,
+    pub claims: TxnClaims,
 }
 
 /// A token that verified.
@@ -208,7 +239,7 @@ pub struct VerifyResponse {
     request_body = VerifyBody,
     security(("basicAuth" = [])),
     responses(
-        (status = 200, description = "The token is valid", body = VerifyResponse),
+        (status = 200, description = "The token is valid (an access token, or with `token_type: txn_token` a Txn-Token)", body = VerifyAnswer),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "invalid_client (caller) or invalid_token (token)", body = ErrorBody),
         (status = 403, description = "The caller does not receive that audience", body = ErrorBody),
@@ -220,6 +251,9 @@ pub async fn verify(
     BasicClient(client): BasicClient,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
+    if body.token_type == Some(VerifyTokenType::TxnToken) {
+        return verify_txn(&state, &client, &body);
+    }
     let expect = Expectation {
         audience: Some(
             Audience::parse(&body.audience)
@@ -237,7 +271,7 @@ pub async fn verify(
         .await
     {
         Ok(claims) => {
-            audit::verification(&client, "verify", Ok(&claims));
+            audit::verification(&client, "verify", Ok(audit::Checked::Access(&claims)));
             Ok(no_store(
                 Json(VerifyResponse {
                     active: true,
@@ -249,6 +283,36 @@ pub async fn verify(
         Err(e) => {
             let error = ApiError::from(e);
             audit::verification(&client, "verify", Err(&error));
+            Err(error)
+        }
+    }
+}
+
+/// `POST /api/token/verify` for a Txn-Token: any registered workload of
+/// the trust domain may check one; there is nothing to consume.
+fn verify_txn(
+    state: &AppState,
+    client: &crate::services::clients::Client,
+    body: &VerifyBody,
+) -> Result<Response, ApiError> {
+    let audience = Audience::parse(&body.audience)
+        .map_err(|e| ApiError::InvalidRequest(format!("audience: {e}")))?;
+    let scope = Scope::parse(body.scope.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::InvalidRequest(format!("scope: {e}")))?;
+    match state.tokens.verify_txn(&body.token, &audience, &scope) {
+        Ok(claims) => {
+            audit::verification(client, "verify", Ok(audit::Checked::Txn(&claims)));
+            Ok(no_store(
+                Json(TxnVerifyResponse {
+                    active: true,
+                    claims,
+                })
+                .into_response(),
+            ))
+        }
+        Err(e) => {
+            let error = ApiError::from(e);
+            audit::verification(client, "verify", Err(&error));
             Err(error)
         }
     }

@@ -92,8 +92,19 @@ pub struct TokenForm {
     pub subject_token: Option<String>,
     /// Token exchange: `urn:ietf:params:oauth:token-type:access_token` (or `...:jwt`).
     pub subject_token_type: Option<String>,
-    /// Token exchange: only `urn:ietf:params:oauth:token-type:access_token`.
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token`
+    /// (the default), or `urn:ietf:params:oauth:token-type:txn_token` for a
+    /// Transaction Token (then `subject_token_type` may also be `...:jwt`,
+    /// a trusted issuer's token, or `...:txn_token`, a replacement).
     pub requested_token_type: Option<String>,
+    /// Txn-Tokens: the request's context, a JSON object of at most 2048
+    /// bytes; it becomes `rctx`, with what the service knows.
+    #[schema(max_length = 2048, example = r#"{"req_ip":"203.0.113.7"}"#)]
+    pub request_context: Option<String>,
+    /// Txn-Tokens: the transaction's details, a JSON object of at most 2048
+    /// bytes; it becomes `tctx`, immutable from then on.
+    #[schema(max_length = 2048, example = r#"{"action":"pay","order":"o-17"}"#)]
+    pub request_details: Option<String>,
     /// Not supported: the authenticated client is the actor.
     pub actor_token: Option<String>,
 }

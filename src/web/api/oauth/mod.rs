@@ -25,7 +25,7 @@ use super::audit;
 use super::error::{ApiError, ErrorBody};
 use super::token::{no_store, rate_limit, TokenResponse};
 use crate::services::clients::Client;
-use crate::services::tokens::RevokeTarget;
+use crate::services::tokens::{IssuedTxn, RevokeTarget, SubjectType, TxnRequest};
 use crate::token::claims::AccessClaims;
 use crate::token::policy::TokenRequest;
 use crate::token::types::{Audience, Scope};
@@ -34,15 +34,95 @@ use crate::web::application::AppState;
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
+/// The largest `request_context` or `request_details` accepted.
+const MAX_CONTEXT_BYTES: usize = 2048;
 
 /// A token from the OAuth token endpoint.
 #[derive(Serialize, ToSchema)]
 pub struct OAuthTokenResponse {
     #[serde(flatten)]
     pub token: TokenResponse,
-    /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`.
+    /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`,
+    /// or `urn:ietf:params:oauth:token-type:txn_token` (then `token_type` is
+    /// `N_A`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+}
+
+/// A JSON object given as a form parameter (`request_context`,
+/// `request_details`), bounded.
+fn json_object(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ApiError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    if text.len() > MAX_CONTEXT_BYTES {
+        return Err(ApiError::InvalidRequest(format!(
+            "{name} is larger than {MAX_CONTEXT_BYTES} bytes"
+        )));
+    }
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "{name} must be a JSON object"
+        ))),
+    }
+}
+
+/// A Txn-Token request (RFC 8693 with `requested_token_type` txn_token).
+async fn grant_txn_token(
+    state: &AppState,
+    client: &Client,
+    form: &TokenForm,
+    method: &'static str,
+) -> Result<IssuedTxn, ApiError> {
+    let missing = |name: &str| ApiError::InvalidRequest(format!("missing parameter `{name}`"));
+    let subject_token = form
+        .subject_token
+        .as_deref()
+        .ok_or_else(|| missing("subject_token"))?;
+    let subject_type = match form
+        .subject_token_type
+        .as_deref()
+        .ok_or_else(|| missing("subject_token_type"))?
+    {
+        ACCESS_TOKEN_TYPE => SubjectType::AccessToken,
+        JWT_TOKEN_TYPE => SubjectType::Jwt,
+        TXN_TOKEN_TYPE => SubjectType::TxnToken,
+        _ => {
+            return Err(ApiError::InvalidRequest(format!(
+            "subject_token_type must be {ACCESS_TOKEN_TYPE}, {JWT_TOKEN_TYPE} or {TXN_TOKEN_TYPE}"
+        )))
+        }
+    };
+    if form.actor_token.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "actor_token is not supported: the authenticated client is the requesting workload"
+                .into(),
+        ));
+    }
+    let scope = form
+        .scope
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    if scope.is_none() && subject_type != SubjectType::TxnToken {
+        return Err(missing("scope"));
+    }
+    let request = TxnRequest {
+        subject_token,
+        subject_type,
+        audience: target(form)?,
+        scope,
+        request_context: json_object("request_context", form.request_context.as_deref())?,
+        request_details: json_object("request_details", form.request_details.as_deref())?,
+        authn: method,
+    };
+    Ok(state.tokens.txn_token(client, request).await?)
 }
 
 fn target(form: &TokenForm) -> Result<Audience, ApiError> {
@@ -109,7 +189,7 @@ async fn grant_token(
                 .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
             {
                 return Err(ApiError::InvalidRequest(format!(
-                    "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+                    "requested_token_type can only be {ACCESS_TOKEN_TYPE} or {TXN_TOKEN_TYPE}"
                 )));
             }
             if form.actor_token.is_some() {
@@ -151,8 +231,43 @@ async fn grant_token(
 )]
 pub async fn token(
     State(state): State<AppState>,
-    OAuthRequest { client, form }: OAuthRequest<TokenForm>,
+    OAuthRequest {
+        client,
+        form,
+        method,
+    }: OAuthRequest<TokenForm>,
 ) -> Result<Response, ApiError> {
+    if form.grant_type == TOKEN_EXCHANGE
+        && form.requested_token_type.as_deref() == Some(TXN_TOKEN_TYPE)
+    {
+        if let Err(e) = rate_limit(&state, &client).await {
+            audit::token_denied(&client, form.audience.as_deref(), "txn_token", &e);
+            return Err(e);
+        }
+        return match grant_txn_token(&state, &client, &form, method).await {
+            Ok(issued) => {
+                audit::txn_token_issued(
+                    &client,
+                    &issued.claims,
+                    form.subject_token_type.as_deref(),
+                );
+                let response = OAuthTokenResponse {
+                    token: TokenResponse {
+                        expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+                        scope: issued.claims.scope.clone().unwrap_or_default(),
+                        access_token: issued.token,
+                        token_type: "N_A",
+                    },
+                    issued_token_type: Some(TXN_TOKEN_TYPE),
+                };
+                Ok(no_store(Json(response).into_response()))
+            }
+            Err(e) => {
+                audit::token_denied(&client, form.audience.as_deref(), "txn_token", &e);
+                Err(e)
+            }
+        };
+    }
     let audience = form
         .audience
         .as_ref()
@@ -230,7 +345,7 @@ pub struct InactiveToken {
 )]
 pub async fn introspect(
     State(state): State<AppState>,
-    OAuthRequest { client, form }: OAuthRequest<TokenOnlyForm>,
+    OAuthRequest { client, form, .. }: OAuthRequest<TokenOnlyForm>,
 ) -> Result<Response, ApiError> {
     let token = form.token;
     let claims = state
@@ -243,7 +358,9 @@ pub async fn introspect(
             error
         })?;
     match &claims {
-        Some(claims) => audit::verification(&client, "introspect", Ok(claims)),
+        Some(claims) => {
+            audit::verification(&client, "introspect", Ok(audit::Checked::Access(claims)))
+        }
         None => audit::verification(
             &client,
             "introspect",
@@ -281,7 +398,7 @@ pub async fn introspect(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    OAuthRequest { client, form }: OAuthRequest<TokenOnlyForm>,
+    OAuthRequest { client, form, .. }: OAuthRequest<TokenOnlyForm>,
 ) -> Result<Response, ApiError> {
     let token = form.token;
     rate_limit(&state, &client).await?;

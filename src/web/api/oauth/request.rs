@@ -23,6 +23,8 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 pub struct OAuthRequest<F> {
     pub client: Arc<Client>,
     pub form: F,
+    /// How the client authenticated (its OAuth method name).
+    pub method: &'static str,
 }
 
 impl<F: DeserializeOwned + Send> FromRequest<AppState> for OAuthRequest<F> {
@@ -41,8 +43,12 @@ impl<F: DeserializeOwned + Send> FromRequest<AppState> for OAuthRequest<F> {
                 _ => ApiError::InvalidRequest("could not read the request body".into()),
             })?;
         let (params, form) = form::parse::<F>(&headers, &body)?;
-        let client = authenticate(state, &headers, peer, params).await?;
-        Ok(Self { client, form })
+        let (client, method) = authenticate(state, &headers, peer, params).await?;
+        Ok(Self {
+            client,
+            form,
+            method,
+        })
     }
 }
 
@@ -54,7 +60,7 @@ async fn authenticate(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     params: ClientParams,
-) -> Result<Arc<Client>, ApiError> {
+) -> Result<(Arc<Client>, &'static str), ApiError> {
     let basic = headers.contains_key(header::AUTHORIZATION);
     let post = params.client_secret.is_some();
     let jwt = params.client_assertion.is_some();
@@ -64,6 +70,13 @@ async fn authenticate(
         ));
     }
     let now = state.tokens.now();
+    let method = if basic {
+        "client_secret_basic"
+    } else if post {
+        "client_secret_post"
+    } else {
+        "private_key_jwt"
+    };
     let client = if basic {
         let Some(credentials) = basic_credentials_from(headers) else {
             let error = state.auth.malformed(peer, now).await;
@@ -123,5 +136,5 @@ async fn authenticate(
         return Err(auth_rejection("none", None, error));
     };
     tracing::Span::current().record("client_id", client.id.as_str());
-    Ok(client)
+    Ok((client, method))
 }
