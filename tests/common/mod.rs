@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod example;
 pub mod forgeries;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_auth-jit");

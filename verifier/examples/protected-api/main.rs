@@ -132,7 +132,8 @@ async fn txn(State(next): State<Downstream>, token: TxnToken) -> Result<Json<Val
             if !answer.status().is_success() {
                 return Err(StatusCode::BAD_GATEWAY);
             }
-            answer.json().await.map_err(|_| StatusCode::BAD_GATEWAY)?
+            let body = answer.bytes().await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+            serde_json::from_slice(&body).map_err(|_| StatusCode::BAD_GATEWAY)?
         }
     };
     Ok(Json(json!({
