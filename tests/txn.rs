@@ -108,6 +108,7 @@ struct Domain {
     shop: String,
     orders: String,
     plain: String,
+    edge: String,
     idp: Idp,
 }
 
@@ -144,6 +145,19 @@ async fn domain() -> Domain {
     );
     let orders = add("orders", &["--audience", "inventory", "--txn-token"]);
     let plain = add("plain", &["--audience", "billing", "--receives", "gateway"]);
+    // A gateway whose Txn-Tokens live one second.
+    let edge = add(
+        "edge",
+        &[
+            "--audience",
+            "orders",
+            "--txn-token",
+            "--receives",
+            "gateway",
+            "--max-ttl",
+            "1",
+        ],
+    );
     let server = Server::start(dir.path(), &env);
     Domain {
         _dir: dir,
@@ -152,6 +166,7 @@ async fn domain() -> Domain {
         shop,
         orders,
         plain,
+        edge,
         idp,
     }
 }
@@ -162,6 +177,7 @@ impl Domain {
             "gateway" => &self.gateway,
             "shop" => &self.shop,
             "orders" => &self.orders,
+            "edge" => &self.edge,
             _ => &self.plain,
         }
     }
@@ -582,4 +598,134 @@ async fn one_txn_token_passes_through_a_chain_of_two_services() {
     // A Txn-Token in the Authorization header is not a bearer token there.
     let (status, _, _) = front.call("GET", "/orders", Some(&txn)).await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn single_use_subjects_limits_and_what_the_requester_cannot_say() {
+    let d = domain().await;
+    // A single-use subject: refused requests leave it unused, the first
+    // good one uses it, the next is refused.
+    let once = d
+        .server
+        .issue(
+            "shop",
+            &d.shop,
+            json!({"audience": "gateway", "scope": "orders:read", "once": true}),
+        )
+        .await;
+    let (status, body) = d
+        .txn("gateway", &once, ACCESS, &[("scope", "orders:write")])
+        .await;
+    assert_oauth_error(status, &body, "invalid_scope");
+    // Under 2048 bytes as sent, far over once written again.
+    let growing = format!("{{\"n\":[{}1e15]}}", "1e15,".repeat(390));
+    assert!(growing.len() < 2048);
+    let (status, body) = d
+        .txn(
+            "gateway",
+            &once,
+            ACCESS,
+            &[("scope", "orders:read"), ("request_context", &growing)],
+        )
+        .await;
+    assert_oauth_error(status, &body, "invalid_request");
+    let (status, body) = d
+        .txn("gateway", &once, ACCESS, &[("scope", "orders:read")])
+        .await;
+    assert_eq!(status, 200, "the refusals did not use it up: {body}");
+    let (status, body) = d
+        .txn("gateway", &once, ACCESS, &[("scope", "orders:read")])
+        .await;
+    assert_oauth_error(status, &body, "invalid_grant");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("already been used"));
+
+    // A revoked subject.
+    let revoked = d.access_token("orders:read", 120).await;
+    assert_eq!(
+        d.server
+            .revoke("shop", &d.shop, json!({"token": revoked}))
+            .await,
+        200
+    );
+    let (status, body) = d
+        .txn("gateway", &revoked, ACCESS, &[("scope", "orders:read")])
+        .await;
+    assert_oauth_error(status, &body, "invalid_grant");
+
+    // The identity provider addressed its token to the gateway: another
+    // workload of the domain cannot use it.
+    let (status, body) = d
+        .txn(
+            "orders",
+            &d.idp.token(json!({})),
+            JWT,
+            &[("scope", "orders:read")],
+        )
+        .await;
+    assert_oauth_error(status, &body, "invalid_grant");
+
+    // The requester cannot write the service's own rctx members.
+    let subject = d.access_token("orders:read", 120).await;
+    let (status, body) = d
+        .txn(
+            "gateway",
+            &subject,
+            ACCESS,
+            &[
+                ("scope", "orders:read"),
+                (
+                    "request_context",
+                    r#"{"req_wl_chain":["forged"],"authn":"none"}"#,
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let txn = body["access_token"].as_str().unwrap().to_owned();
+    let claims = payload(&txn);
+    assert!(claims["rctx"].get("req_wl_chain").is_none(), "{claims}");
+    assert_eq!(claims["rctx"]["authn"], "client_secret_basic");
+
+    // Introspection never reports a Txn-Token active.
+    let response = d
+        .server
+        .http
+        .post(d.server.url("/oauth/introspect"))
+        .basic_auth("plain", Some(&d.plain))
+        .form(&[("token", txn.as_str())])
+        .send()
+        .await
+        .expect("introspect");
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"active": false})
+    );
+
+    // Eight replacements, and no ninth.
+    let mut current = txn;
+    for round in 1..=8 {
+        let (status, body) = d.txn("orders", &current, TXN, &[]).await;
+        assert_eq!(status, 200, "replacement {round}: {body}");
+        current = body["access_token"].as_str().unwrap().to_owned();
+    }
+    let chain = payload(&current)["rctx"]["req_wl_chain"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(chain, 8);
+    let (status, body) = d.txn("orders", &current, TXN, &[]).await;
+    assert_oauth_error(status, &body, "invalid_grant");
+
+    // An expired Txn-Token is never replaced.
+    let (status, body) = d
+        .txn("edge", &subject, ACCESS, &[("scope", "orders:read")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let short = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(body["expires_in"], 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, body) = d.txn("orders", &short, TXN, &[]).await;
+    assert_oauth_error(status, &body, "invalid_grant");
 }

@@ -69,6 +69,8 @@ pub struct External {
     /// asked of it: an unknown scope is never taken as unlimited).
     pub scope: Scope,
     pub exp: u64,
+    /// The audience the issuer's entry names (its tokens carry it).
+    pub audience: String,
 }
 
 /// Why an external subject token was refused. Messages are safe to return.
@@ -192,6 +194,7 @@ impl TrustedIssuers {
                 sub: c.non_empty_str("sub")?.to_owned(),
                 scope,
                 exp,
+                audience: trusted.audience.clone(),
             })
         };
         Ok(read()?)

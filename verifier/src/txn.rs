@@ -149,7 +149,8 @@ fn read_txn_claims(c: &Claims<'_>) -> Result<TxnClaims, VerifyError> {
         aud: c.single_audience()?.to_owned(),
         txn: c.non_empty_str("txn")?.to_owned(),
         sub: c.non_empty_str("sub")?.to_owned(),
-        scope: c.opt_str("scope")?.map(str::to_owned),
+        // Required by draft -10: a Txn-Token always says why.
+        scope: Some(c.str("scope")?.to_owned()),
         req_wl: c.non_empty_str("req_wl")?.to_owned(),
         tctx: object("tctx")?,
         rctx,

@@ -118,10 +118,14 @@ impl TokenService {
                 self.basis_from_access_token(caller, request.subject_token, now)
                     .await?
             }
-            SubjectType::Jwt => self.basis_from_jwt(request.subject_token, now).await?,
+            SubjectType::Jwt => {
+                self.basis_from_jwt(caller, request.subject_token, now)
+                    .await?
+            }
             SubjectType::TxnToken => self.basis_from_txn_token(&request, &domain, now)?,
         };
         let replacing = basis.txn.is_some();
+        let consume = basis.consume.clone();
         let scope = match (&request.scope, replacing) {
             (Some(scope), _) => scope.clone(),
             (None, true) => basis.granted.clone(),
@@ -154,11 +158,6 @@ impl TokenService {
             .min(basis.exp_cap.saturating_sub(now));
         if ttl == 0 {
             return Err(TokenError::InvalidGrant("subject_token has expired".into()));
-        }
-        // A single-use subject is consumed last, once nothing else can
-        // refuse: the exchange is its one use.
-        if let Some(subject) = &basis.consume {
-            self.subject_state(subject, true).await?;
         }
         let txn = match basis.txn {
             Some(txn) => txn,
@@ -197,6 +196,11 @@ impl TokenService {
             return Err(TokenError::InvalidGrant(
                 "request_context and request_details make the Txn-Token too large".into(),
             ));
+        }
+        // A single-use subject is consumed last, once the token exists and
+        // nothing else can refuse: the exchange is its one use.
+        if let Some(subject) = &consume {
+            self.subject_state(subject, true).await?;
         }
         Ok(IssuedTxn { token, claims })
     }
@@ -273,7 +277,12 @@ impl TokenService {
         }
     }
 
-    async fn basis_from_jwt(&self, token: &str, now: u64) -> Result<Basis, TokenError> {
+    async fn basis_from_jwt(
+        &self,
+        caller: &Client,
+        token: &str,
+        now: u64,
+    ) -> Result<Basis, TokenError> {
         let external = self
             .trusted
             .verify(token, self.rules.leeway, now)
@@ -284,6 +293,13 @@ impl TokenService {
             })?;
         if external.exp <= now {
             return Err(TokenError::InvalidGrant("subject_token has expired".into()));
+        }
+        // As with our own tokens: the identity provider addressed it to an
+        // audience this workload receives (the gateway), not to anyone.
+        if !caller.receives(&external.audience) {
+            return Err(TokenError::InvalidGrant(
+                "subject_token is not addressed to this client".into(),
+            ));
         }
         Ok(Basis {
             sub: external.sub,

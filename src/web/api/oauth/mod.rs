@@ -65,7 +65,16 @@ fn json_object(
         )));
     }
     match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+        // Bounded as written into the token too: numbers may grow when
+        // written again (1e15 becomes 1000000000000000.0).
+        Ok(serde_json::Value::Object(map))
+            if serde_json::to_string(&map).is_ok_and(|t| t.len() <= MAX_CONTEXT_BYTES) =>
+        {
+            Ok(Some(map))
+        }
+        Ok(serde_json::Value::Object(_)) => Err(ApiError::InvalidRequest(format!(
+            "{name} is larger than {MAX_CONTEXT_BYTES} bytes"
+        ))),
         _ => Err(ApiError::InvalidRequest(format!(
             "{name} must be a JSON object"
         ))),
@@ -240,8 +249,13 @@ pub async fn token(
     if form.grant_type == TOKEN_EXCHANGE
         && form.requested_token_type.as_deref() == Some(TXN_TOKEN_TYPE)
     {
+        // Logged only if it parses: a token pasted there stays out.
+        let audience = form
+            .audience
+            .as_deref()
+            .filter(|a| Audience::parse(a).is_ok());
         if let Err(e) = rate_limit(&state, &client).await {
-            audit::token_denied(&client, form.audience.as_deref(), "txn_token", &e);
+            audit::token_denied(&client, audience, "txn_token", &e);
             return Err(e);
         }
         return match grant_txn_token(&state, &client, &form, method).await {
@@ -263,7 +277,7 @@ pub async fn token(
                 Ok(no_store(Json(response).into_response()))
             }
             Err(e) => {
-                audit::token_denied(&client, form.audience.as_deref(), "txn_token", &e);
+                audit::token_denied(&client, audience, "txn_token", &e);
                 Err(e)
             }
         };
