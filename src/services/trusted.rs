@@ -200,3 +200,92 @@ impl TrustedIssuers {
         Ok(read()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Map};
+
+    use super::*;
+    use crate::token::jws::{SigningAlg, SigningKey};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn idp_token(key: &SigningKey, claims: serde_json::Value) -> String {
+        let mut header = Map::new();
+        header.insert("alg".into(), json!("EdDSA"));
+        header.insert("kid".into(), json!(key.kid()));
+        key.sign_with_header(&header, &claims).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn a_key_file_issuer_verifies_its_tokens_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("key")
+            .key;
+        std::fs::write(
+            dir.path().join("idp.json"),
+            json!({"keys": [key.verifying_key().jwk()]}).to_string(),
+        )
+        .expect("jwks");
+        let file = dir.path().join("issuers.toml");
+        std::fs::write(
+            &file,
+            "[[issuer]]\nissuer = \"https://idp.test\"\njwks_file = \"idp.json\"\naudience = \"gateway\"\n",
+        )
+        .expect("file");
+        let trusted = TrustedIssuers::load(&file, 5).expect("load");
+        assert_eq!(trusted.len(), 1);
+        let claims = json!({"iss": "https://idp.test", "sub": "alice", "aud": ["gateway", "x"],
+            "exp": NOW + 60, "iat": NOW, "scope": "read"});
+        let external = trusted
+            .verify(&idp_token(&key, claims.clone()), 5, NOW)
+            .await
+            .expect("valid");
+        assert_eq!(
+            (external.sub.as_str(), external.scope.to_string().as_str()),
+            ("alice", "read")
+        );
+        let mut other = claims.clone();
+        other["aud"] = json!("billing");
+        assert!(matches!(
+            trusted.verify(&idp_token(&key, other), 5, NOW).await,
+            Err(ExternalError::Invalid(VerifyError::WrongAudience))
+        ));
+        let mut stranger = claims.clone();
+        stranger["iss"] = json!("https://other.test");
+        assert!(matches!(
+            trusted.verify(&idp_token(&key, stranger), 5, NOW).await,
+            Err(ExternalError::Untrusted)
+        ));
+        let forger = SigningKey::generate(SigningAlg::EdDSA, 2048)
+            .expect("key")
+            .key;
+        assert!(trusted
+            .verify(&idp_token(&forger, claims), 5, NOW)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn entries_need_exactly_one_key_source_and_appear_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("issuers.toml");
+        for (text, expect) in [
+            ("[[issuer]]\nissuer = \"https://a\"\naudience = \"g\"\n", "exactly one"),
+            (
+                "[[issuer]]\nissuer = \"https://a\"\njwks_uri = \"https://a/j\"\njwks_file = \"j\"\naudience = \"g\"\n",
+                "exactly one",
+            ),
+            (
+                "[[issuer]]\nissuer = \"https://a\"\njwks_uri = \"https://a/j\"\naudience = \"g\"\n[[issuer]]\nissuer = \"https://a\"\njwks_uri = \"https://a/k\"\naudience = \"g\"\n",
+                "listed twice",
+            ),
+            ("[[issuer]]\nissuer = \"https://a\"\njwks_uri = \"https://a/j\"\naudience = \"g\"\nextra = 1\n", "unknown field"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let error = TrustedIssuers::load(&file, 5).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(expect), "{text}: {error}");
+        }
+    }
+}
