@@ -228,7 +228,6 @@ fn actor(value: &Value, depth: usize) -> Result<Actor, VerifyError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -236,17 +235,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testkit::TestKey;
+    use crate::testkit::{Keys, TestKey};
 
     const ISS: &str = "https://auth.test";
     const T0: u64 = 1_800_000_000;
-
-    struct Keys(HashMap<String, VerifyingKey>);
-    impl KeyLookup for Keys {
-        fn find(&self, kid: &str) -> Option<&VerifyingKey> {
-            self.0.get(kid)
-        }
-    }
 
     struct Fixture {
         key: TestKey,
@@ -257,7 +249,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let key = TestKey::generate();
-        let keys = Keys(HashMap::from([(key.kid().to_owned(), key.public())]));
+        let keys = Keys::of(&key);
         Fixture {
             key,
             keys,

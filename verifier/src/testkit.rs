@@ -6,7 +6,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+
 use crate::jws::{SigningAlg, VerifyingKey};
+use crate::rules::KeyLookup;
+
+/// A key set of test keys, by `kid`.
+pub struct Keys(HashMap<String, VerifyingKey>);
+
+impl Keys {
+    pub fn of(key: &TestKey) -> Self {
+        Self(HashMap::from([(key.kid().to_owned(), key.public())]))
+    }
+}
+
+impl KeyLookup for Keys {
+    fn find(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.0.get(kid)
+    }
+}
 
 pub struct TestKey {
     pair: Ed25519KeyPair,

@@ -1,7 +1,7 @@
 //! Transaction Tokens (draft-ietf-oauth-transaction-tokens): what a
 //! Txn-Token says, and THE rules that check one. The issuer's verify
 //! endpoint (`"token_type": "txn_token"`), its replacement grant and every
-//! workload behind [`crate::RequireTxnToken`] run this code.
+//! workload behind the crate's `require_txn` layer run this code.
 //!
 //! A Txn-Token has its own `typ` (`txntoken+jwt`), its `aud` is the trust
 //! domain, and its claims are not an access token's: the two can never
@@ -159,28 +159,18 @@ fn read_txn_claims(c: &Claims<'_>) -> Result<TxnClaims, VerifyError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use serde_json::json;
 
     use super::*;
-    use crate::jws::VerifyingKey;
     use crate::rules::{verify, Expectation};
-    use crate::testkit::TestKey;
+    use crate::testkit::{Keys, TestKey};
 
     const ISS: &str = "https://auth.test";
     const T0: u64 = 1_800_000_000;
 
-    struct Keys(HashMap<String, VerifyingKey>);
-    impl KeyLookup for Keys {
-        fn find(&self, kid: &str) -> Option<&VerifyingKey> {
-            self.0.get(kid)
-        }
-    }
-
     fn setup() -> (TestKey, Keys, Rules, TxnExpectation) {
         let key = TestKey::generate();
-        let keys = Keys(HashMap::from([(key.kid().to_owned(), key.public())]));
+        let keys = Keys::of(&key);
         let rules = Rules {
             issuer: ISS.into(),
             leeway: 5,

@@ -50,6 +50,15 @@ pub struct OAuthTokenResponse {
     pub issued_token_type: Option<&'static str>,
 }
 
+/// The form's `scope`, if given.
+fn form_scope(form: &TokenForm) -> Result<Option<Scope>, ApiError> {
+    form.scope
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidScope(e.to_string()))
+}
+
 /// A JSON object given as a form parameter (`request_context`,
 /// `request_details`), bounded.
 fn json_object(
@@ -113,12 +122,7 @@ async fn grant_txn_token(
                 .into(),
         ));
     }
-    let scope = form
-        .scope
-        .as_deref()
-        .map(Scope::parse)
-        .transpose()
-        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    let scope = form_scope(form)?;
     if scope.is_none() && subject_type != SubjectType::TxnToken {
         return Err(missing("scope"));
     }
@@ -159,12 +163,7 @@ async fn grant_token(
     form: &TokenForm,
 ) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
     rate_limit(state, client).await?;
-    let scope = form
-        .scope
-        .as_deref()
-        .map(Scope::parse)
-        .transpose()
-        .map_err(|e| ApiError::InvalidScope(e.to_string()))?;
+    let scope = form_scope(form)?;
     match form.grant_type.as_str() {
         "client_credentials" => {
             let request = TokenRequest {
