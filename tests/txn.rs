@@ -299,6 +299,10 @@ async fn txn_tokens_from_each_subject_type_verify_with_pyjwt() {
     assert_eq!(claims["tctx"], json!({"action": "list", "order": "o-17"}));
     assert_eq!(claims["rctx"]["req_ip"], "203.0.113.7");
     assert_eq!(
+        claims["rctx"]["sub_iss"], d.server.base,
+        "our issuer vouches for sub"
+    );
+    assert_eq!(
         claims["rctx"]["authn"], "client_secret_basic",
         "the service's own knowledge wins"
     );
@@ -332,6 +336,7 @@ async fn txn_tokens_from_each_subject_type_verify_with_pyjwt() {
     assert_eq!(status, 200, "{body}");
     let from_idp = payload(body["access_token"].as_str().unwrap());
     assert_eq!(from_idp["sub"], "alice");
+    assert_eq!(from_idp["rctx"]["sub_iss"], d.idp.issuer.as_str());
     assert_eq!(from_idp["scope"], "orders:write");
     let (ok, verified) = interop(
         "verify_pyjwt.py",
@@ -354,6 +359,7 @@ async fn txn_tokens_from_each_subject_type_verify_with_pyjwt() {
         assert_eq!(replaced[name], claims[name], "{name}");
     }
     assert_eq!(replaced["req_wl"], "orders");
+    assert_eq!(replaced["rctx"]["sub_iss"], claims["rctx"]["sub_iss"]);
     assert_eq!(replaced["rctx"]["req_wl_chain"], json!(["gateway"]));
     assert!(
         replaced["exp"].as_u64() <= claims["exp"].as_u64(),
@@ -678,7 +684,7 @@ async fn single_use_subjects_limits_and_what_the_requester_cannot_say() {
                 ("scope", "orders:read"),
                 (
                     "request_context",
-                    r#"{"req_wl_chain":["forged"],"authn":"none"}"#,
+                    r#"{"req_wl_chain":["forged"],"authn":"none","sub_iss":"https://forged"}"#,
                 ),
             ],
         )
@@ -688,6 +694,7 @@ async fn single_use_subjects_limits_and_what_the_requester_cannot_say() {
     let claims = payload(&txn);
     assert!(claims["rctx"].get("req_wl_chain").is_none(), "{claims}");
     assert_eq!(claims["rctx"]["authn"], "client_secret_basic");
+    assert_eq!(claims["rctx"]["sub_iss"], d.server.base);
 
     // Introspection never reports a Txn-Token active.
     let response = d

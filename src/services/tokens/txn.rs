@@ -29,6 +29,9 @@ use auth_jit_verifier::txn::{
     verify_txn, TxnClaims, TxnExpectation, MAX_REPLACEMENTS, REQ_WL_CHAIN,
 };
 
+/// The `rctx` member naming the issuer that vouches for `sub`.
+pub const SUB_ISS: &str = "sub_iss";
+
 /// What a subject token is (RFC 8693 token type URNs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectType {
@@ -88,6 +91,9 @@ struct Basis {
     txn: Option<String>,
     tctx: Option<Map<String, Value>>,
     chain: Vec<String>,
+    /// Who vouches for `sub`: our issuer, or the trusted issuer of the
+    /// subject JWT (a `sub` is unique only within its issuer).
+    sub_iss: String,
     /// A single-use access token, consumed once nothing else can refuse.
     consume: Option<AccessClaims>,
 }
@@ -168,6 +174,7 @@ impl TokenService {
         let mut rctx = request.request_context.unwrap_or_default();
         // What the service knows wins over what the requester says.
         rctx.insert("authn".into(), Value::String(request.authn.into()));
+        rctx.insert(SUB_ISS.into(), Value::String(basis.sub_iss));
         rctx.remove(REQ_WL_CHAIN);
         if !basis.chain.is_empty() {
             rctx.insert(
@@ -261,6 +268,7 @@ impl TokenService {
             txn: None,
             tctx: None,
             chain: Vec::new(),
+            sub_iss: self.rules.issuer.clone(),
             consume: subject.is_single_use().then_some(subject),
         })
     }
@@ -302,6 +310,7 @@ impl TokenService {
             ));
         }
         Ok(Basis {
+            sub_iss: external.iss,
             sub: external.sub,
             granted: external.scope,
             exp_cap: external.exp,
@@ -331,6 +340,13 @@ impl TokenService {
             ));
         }
         let chain: Vec<String> = subject.workloads().into_iter().map(str::to_owned).collect();
+        // Kept from the token replaced; ours when it never said.
+        let sub_iss = subject
+            .rctx
+            .as_ref()
+            .and_then(|r| r.get(SUB_ISS))
+            .and_then(Value::as_str)
+            .map_or_else(|| self.rules.issuer.clone(), str::to_owned);
         if chain.len() > MAX_REPLACEMENTS {
             return Err(TokenError::InvalidGrant(format!(
                 "a Txn-Token is replaced at most {MAX_REPLACEMENTS} times"
@@ -343,6 +359,7 @@ impl TokenService {
             txn: Some(subject.txn),
             tctx: subject.tctx,
             chain,
+            sub_iss,
             consume: None,
         })
     }
