@@ -14,6 +14,7 @@ use crate::services::trusted::TrustedIssuers;
 use crate::token::claims::{AccessClaims, Actor};
 use crate::token::clock::{Clock, Random};
 use crate::token::issue::{self, IssuedToken};
+use crate::token::jws::SigningKey;
 use crate::token::policy::{self, Grant, PolicyError, TokenRequest, TtlLimits};
 use crate::token::types::{Audience, Scope, Ttl};
 use crate::token::verify::{self, Expectation, Rules, VerifyError};
@@ -196,12 +197,22 @@ impl TokenService {
     fn sign(&self, claims: AccessClaims) -> Result<IssuedToken, TokenError> {
         let _sign = tracing::debug_span!("token.sign").entered();
         let keys = self.keys();
-        let key = match self.clients.signing_alg_for(&claims.aud) {
+        let key = self.signing_key(&keys, &claims.aud)?;
+        issue::sign(key, claims).map_err(|_| TokenError::Internal("signing failed"))
+    }
+
+    /// The active key of the algorithm `audience` is signed with (its own,
+    /// or `AUTH_JIT_SIGNING_ALG`).
+    fn signing_key<'k>(
+        &self,
+        keys: &'k KeySet,
+        audience: &str,
+    ) -> Result<&'k SigningKey, TokenError> {
+        match self.clients.signing_alg_for(audience) {
             None => keys.active(),
             Some(alg) => keys.active_for(alg),
         }
-        .ok_or(TokenError::NoSigningKey)?;
-        issue::sign(key, claims).map_err(|_| TokenError::Internal("signing failed"))
+        .ok_or(TokenError::NoSigningKey)
     }
 
     /// The stateless checks of a token (header, key, signature, claims) with
@@ -382,25 +393,10 @@ impl TokenService {
             return Err(TokenError::ExchangeNotAllowed);
         }
         let now = self.clock.now();
-        let subject = self
-            .check(subject_token, &Expectation::default())
-            .map_err(|e| match e {
-                VerifyError::BindingRequired => TokenError::InvalidGrant(
-                    "subject_token is bound to one request and cannot be exchanged".into(),
-                ),
-                e => TokenError::InvalidGrant(format!("subject_token: {e}")),
-            })?;
         // Checked before anything is consumed: an exchange that cannot
         // produce a token must not use up a single-use subject token.
+        let subject = self.exchange_subject(caller, subject_token, now)?;
         let remaining = subject.exp.saturating_sub(now);
-        if remaining == 0 {
-            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
-        }
-        if !caller.receives(&subject.aud) {
-            return Err(TokenError::InvalidGrant(
-                "subject_token is not addressed to this client".into(),
-            ));
-        }
         let depth = subject.delegation_depth() + 1;
         if depth > self.max_delegation_depth {
             return Err(TokenError::InvalidGrant(format!(
@@ -408,8 +404,7 @@ impl TokenService {
                 self.max_delegation_depth
             )));
         }
-        let granted = Scope::parse(subject.scope.as_deref().unwrap_or_default())
-            .map_err(|_| TokenError::InvalidGrant("subject_token: bad scope".into()))?;
+        let granted = granted_scope(&subject)?;
         let scope = scope.unwrap_or_else(|| granted.clone());
         if let Some(extra) = scope.iter().find(|s| !granted.contains(s)) {
             return Err(TokenError::ScopeWidening(extra.to_string()));
@@ -426,19 +421,7 @@ impl TokenService {
             },
         )?;
         // Consume a single-use subject token: the exchange is its one use.
-        match self.check_state(&subject, true).await? {
-            TokenState::Active => {}
-            TokenState::Revoked => {
-                return Err(TokenError::InvalidGrant(
-                    "subject_token has been revoked".into(),
-                ))
-            }
-            TokenState::AlreadyUsed => {
-                return Err(TokenError::InvalidGrant(
-                    "subject_token has already been used".into(),
-                ))
-            }
-        }
+        self.subject_state(&subject, true).await?;
         let ttl = Ttl::new(grant.ttl.seconds().min(remaining))
             .map_err(|_| TokenError::InvalidGrant("subject_token has expired".into()))?;
         let grant = Grant { ttl, ..grant };
@@ -457,4 +440,53 @@ impl TokenService {
         });
         self.sign(claims)
     }
+
+    /// The subject token of an exchange (RFC 8693 or a Txn-Token request):
+    /// one of our access tokens, fully verified, not expired (not even
+    /// within the leeway), addressed to an audience `caller` receives.
+    /// Every refusal is `invalid_grant`. Its store state is checked apart
+    /// ([`Self::subject_state`]), once nothing else can refuse.
+    fn exchange_subject(
+        &self,
+        caller: &Client,
+        token: &str,
+        now: u64,
+    ) -> Result<AccessClaims, TokenError> {
+        let subject = self
+            .check(token, &Expectation::default())
+            .map_err(|e| match e {
+                VerifyError::BindingRequired => TokenError::InvalidGrant(
+                    "subject_token is bound to one request and cannot be exchanged".into(),
+                ),
+                e => TokenError::InvalidGrant(format!("subject_token: {e}")),
+            })?;
+        if subject.exp <= now {
+            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
+        }
+        if !caller.receives(&subject.aud) {
+            return Err(TokenError::InvalidGrant(
+                "subject_token is not addressed to this client".into(),
+            ));
+        }
+        Ok(subject)
+    }
+
+    /// Revocation of a subject token, and with `consume` its one use.
+    async fn subject_state(&self, subject: &AccessClaims, consume: bool) -> Result<(), TokenError> {
+        match self.check_state(subject, consume).await? {
+            TokenState::Active => Ok(()),
+            TokenState::Revoked => Err(TokenError::InvalidGrant(
+                "subject_token has been revoked".into(),
+            )),
+            TokenState::AlreadyUsed => Err(TokenError::InvalidGrant(
+                "subject_token has already been used".into(),
+            )),
+        }
+    }
+}
+
+/// The scope a subject token carries; what an exchange may narrow.
+fn granted_scope(subject: &AccessClaims) -> Result<Scope, TokenError> {
+    Scope::parse(subject.scope.as_deref().unwrap_or_default())
+        .map_err(|_| TokenError::InvalidGrant("subject_token: bad scope".into()))
 }

@@ -35,6 +35,8 @@ pub struct SigningKey {
     pair: Pair,
     /// base64url of `{"alg":…,"typ":"at+jwt","kid":…}`: constant per key.
     header: String,
+    /// The same with `"typ":"txntoken+jwt"`, for Transaction Tokens.
+    txn_header: String,
     public: VerifyingKey,
 }
 
@@ -127,11 +129,15 @@ impl SigningKey {
             }
         };
         let public = VerifyingKey::for_signing(&jwk, alg).map_err(|_| KeyError::Invalid(alg))?;
-        let header = json!({"alg": alg.as_str(), "typ": TOKEN_TYPE, "kid": public.kid()});
+        let header = |typ: &str| {
+            URL_SAFE_NO_PAD
+                .encode(json!({"alg": alg.as_str(), "typ": typ, "kid": public.kid()}).to_string())
+        };
         let key = Self {
             alg,
             pair,
-            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            header: header(TOKEN_TYPE),
+            txn_header: header(TXN_TOKEN_TYPE),
             public,
         };
         let probe = key
@@ -158,6 +164,11 @@ impl SigningKey {
     /// Signs `claims` as a compact JWS with `typ: at+jwt` and our `kid`.
     pub fn sign<T: Serialize + ?Sized>(&self, claims: &T) -> Result<String, SignError> {
         self.sign_encoded(&self.header, claims)
+    }
+
+    /// Signs `claims` as a Transaction Token: `typ: txntoken+jwt`, our `kid`.
+    pub fn sign_txn<T: Serialize + ?Sized>(&self, claims: &T) -> Result<String, SignError> {
+        self.sign_encoded(&self.txn_header, claims)
     }
 
     /// Signs `claims` under a caller-chosen protected header (other JWT

@@ -361,7 +361,8 @@ pub const EXTERNAL_JWT: Profile = Profile {
 };
 
 /// A compact JWS whose header passed its profile; nothing is trusted yet.
-#[derive(Debug)]
+/// Its `Debug` shows the header's `alg` and `kid` only: the rest is the
+/// token, a credential.
 pub struct Jws<'a> {
     /// `None` when the header names an algorithm we never use (`none`,
     /// `HS256`, …): no key matches it.
@@ -371,6 +372,15 @@ pub struct Jws<'a> {
     signing_input: &'a str,
     payload: &'a str,
     signature: &'a str,
+}
+
+impl fmt::Debug for Jws<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jws")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Jws<'a> {

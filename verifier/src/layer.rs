@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -31,10 +32,10 @@ impl Verifier {
     pub fn require(&self, scope: &str) -> Result<RequireToken, ParseError> {
         Ok(RequireToken {
             verifier: self.clone(),
-            check: Check::Access(Requirement {
+            check: Arc::new(Check::Access(Requirement {
                 scope: Scope::parse(scope)?,
                 single_use: false,
-            }),
+            })),
         })
     }
 
@@ -43,10 +44,10 @@ impl Verifier {
     pub fn require_single_use(&self, scope: &str) -> Result<RequireToken, ParseError> {
         Ok(RequireToken {
             verifier: self.clone(),
-            check: Check::Access(Requirement {
+            check: Arc::new(Check::Access(Requirement {
                 scope: Scope::parse(scope)?,
                 single_use: true,
-            }),
+            })),
         })
     }
 
@@ -57,10 +58,10 @@ impl Verifier {
     pub fn require_txn(&self, trust_domain: &str, scope: &str) -> Result<RequireToken, ParseError> {
         Ok(RequireToken {
             verifier: self.clone(),
-            check: Check::Txn {
+            check: Arc::new(Check::Txn {
                 trust_domain: Audience::parse(trust_domain)?,
                 scope: Scope::parse(scope)?,
-            },
+            }),
         })
     }
 }
@@ -70,7 +71,8 @@ impl Verifier {
 #[derive(Clone, Debug)]
 pub struct RequireToken {
     verifier: Verifier,
-    check: Check,
+    /// Shared by every request: cloned as a reference count.
+    check: Arc<Check>,
 }
 
 #[derive(Clone, Debug)]
@@ -121,23 +123,27 @@ where
         let layer = self.layer.clone();
         // What the check needs, owned: a request body is not `Sync`, so the
         // future may not borrow the request across an await.
-        let token = match &layer.check {
-            Check::Access(_) => bearer_token(request.headers()).map(str::to_owned),
-            Check::Txn { .. } => txn_token_header(request.headers()).map(str::to_owned),
+        // The request target only matters to access tokens (binding).
+        let (token, target) = match layer.check.as_ref() {
+            Check::Access(_) => (
+                bearer_token(request.headers()).map(str::to_owned),
+                layer
+                    .request_url(&request)
+                    .map(|url| (request.method().as_str().to_owned(), url)),
+            ),
+            Check::Txn { .. } => (txn_token_header(request.headers()).map(str::to_owned), None),
         };
-        let url = layer.request_url(&request);
-        let method = request.method().as_str().to_owned();
         Box::pin(async move {
             let token = match token {
                 Ok(token) => token,
                 Err(refusal) => return Ok(refusal.into_response()),
             };
             let verifier = &layer.verifier;
-            match &layer.check {
+            match layer.check.as_ref() {
                 Check::Access(requirement) => {
-                    let target = url.as_deref().map(|url| RequestTarget {
-                        method: &method,
-                        url,
+                    let target = target.as_ref().map(|(method, url)| RequestTarget {
+                        method: method.as_str(),
+                        url: url.as_str(),
                     });
                     match verifier.verify(&token, requirement, target).await {
                         Ok(verified) => request.extensions_mut().insert(verified),

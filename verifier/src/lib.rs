@@ -72,5 +72,5 @@ pub use remote::{
     Verifier,
 };
 pub use rules::{verify, Expectation, KeyLookup, Rules, VerifyError};
-pub use txn::{verify_txn, TxnClaims, TxnExpectation};
+pub use txn::{verify_txn, verify_txn_jws, TxnClaims, TxnExpectation};
 pub use types::{Audience, ParseError, Scope, ScopeToken};

@@ -33,7 +33,7 @@ use crate::claims::AccessClaims;
 use crate::jwks::KeySet;
 use crate::jws::{Jws, JwsError, ACCESS_TOKEN, TXN_TOKEN};
 use crate::rules::{verify_jws, Expectation, KeyLookup, Rules, VerifyError};
-use crate::txn::{verify_txn, TxnClaims, TxnExpectation};
+use crate::txn::{verify_txn_jws, TxnClaims, TxnExpectation};
 use crate::types::{Audience, ParseError, Scope};
 
 /// A JWKS larger than this is refused (ours are a few KiB).
@@ -502,9 +502,8 @@ impl Verifier {
         let expect = TxnExpectation {
             trust_domain: trust_domain.clone(),
             scope: scope.clone(),
-            ignore_expiry: false,
         };
-        match verify_txn(token, keys.as_ref(), &self.inner.rules, &expect, unix_now()) {
+        match verify_txn_jws(&jws, keys.as_ref(), &self.inner.rules, &expect, unix_now()) {
             Ok(claims) => Ok(claims),
             Err(VerifyError::MissingScope) => Err(Refusal::InsufficientScope(scope.clone())),
             Err(e) => Err(e.into()),

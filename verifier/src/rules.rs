@@ -139,10 +139,7 @@ fn check_claims(
     );
     match times {
         Ok(()) | Err(TimeError::Expired) if expect.ignore_expiry => {}
-        Ok(()) => {}
-        Err(TimeError::Expired) => return Err(VerifyError::Expired),
-        Err(TimeError::NotYetValid) => return Err(VerifyError::NotYetValid),
-        Err(TimeError::IssuedInFuture) => return Err(VerifyError::IssuedInFuture),
+        result => result?,
     }
     if let Some(aud) = &expect.audience {
         if claims.aud != aud.as_str() {
@@ -170,6 +167,16 @@ fn check_claims(
         _ => return Err(VerifyError::MissingClaim("htm/htu")),
     }
     Ok(())
+}
+
+impl From<TimeError> for VerifyError {
+    fn from(e: TimeError) -> Self {
+        match e {
+            TimeError::Expired => VerifyError::Expired,
+            TimeError::NotYetValid => VerifyError::NotYetValid,
+            TimeError::IssuedInFuture => VerifyError::IssuedInFuture,
+        }
+    }
 }
 
 impl From<ClaimError> for VerifyError {

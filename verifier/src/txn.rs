@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::jws::{Jws, JwsError, TXN_TOKEN};
-use crate::jwt::{check_times, Claims, TimeError};
+use crate::jwt::{check_times, Claims};
 use crate::rules::{KeyLookup, Rules, VerifyError};
 use crate::types::{Audience, Scope};
 
@@ -40,9 +40,8 @@ pub struct TxnClaims {
     pub txn: String,
     /// Whom the transaction is for, from the subject token.
     pub sub: String,
-    /// Why: scopes, never wider than the subject token's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    /// Why: space-separated scopes, never wider than the subject token's.
+    pub scope: String,
     /// The workload that requested this token.
     pub req_wl: String,
     /// The transaction context (from `request_details`): immutable.
@@ -59,7 +58,7 @@ pub struct TxnClaims {
 impl TxnClaims {
     /// The scope as a set (empty when none was granted).
     pub fn scope_set(&self) -> Scope {
-        Scope::parse(self.scope.as_deref().unwrap_or_default()).unwrap_or_default()
+        Scope::parse(&self.scope).unwrap_or_default()
     }
 
     /// Every workload that requested this transaction's tokens, first
@@ -84,8 +83,6 @@ pub struct TxnExpectation {
     pub trust_domain: Audience,
     /// Scopes the token must all carry.
     pub scope: Scope,
-    /// Accept an expired token (never for use; only to explain a refusal).
-    pub ignore_expiry: bool,
 }
 
 /// Verifies a Txn-Token at time `now` and returns its claims.
@@ -96,40 +93,46 @@ pub fn verify_txn(
     expect: &TxnExpectation,
     now: u64,
 ) -> Result<TxnClaims, VerifyError> {
-    let jws = Jws::parse(token, &TXN_TOKEN)?;
+    verify_txn_jws(&Jws::parse(token, &TXN_TOKEN)?, keys, rules, expect, now)
+}
+
+/// [`verify_txn`] for a token whose header was already parsed under
+/// [`TXN_TOKEN`].
+pub fn verify_txn_jws(
+    jws: &Jws<'_>,
+    keys: &impl KeyLookup,
+    rules: &Rules,
+    expect: &TxnExpectation,
+    now: u64,
+) -> Result<TxnClaims, VerifyError> {
     let kid = jws.kid.as_deref().unwrap_or_default();
     let key = keys.find(kid).ok_or(JwsError::UnknownKey)?;
-    let map = jws.verify(key)?;
-    let claims = read_txn_claims(&Claims(&map))?;
+    let mut map = jws.verify(key)?;
     let nbf = Claims(&map).opt_number("nbf")?;
+    let claims = read_txn_claims(&mut map)?;
     if claims.iss != rules.issuer {
         return Err(VerifyError::WrongIssuer);
     }
-    match check_times(claims.exp, nbf, Some(claims.iat), rules.leeway, now) {
-        Ok(()) => {}
-        Err(TimeError::Expired) if expect.ignore_expiry => {}
-        Err(TimeError::Expired) => return Err(VerifyError::Expired),
-        Err(TimeError::NotYetValid) => return Err(VerifyError::NotYetValid),
-        Err(TimeError::IssuedInFuture) => return Err(VerifyError::IssuedInFuture),
-    }
+    check_times(claims.exp, nbf, Some(claims.iat), rules.leeway, now)?;
     if claims.aud != expect.trust_domain.as_str() {
         return Err(VerifyError::WrongAudience);
     }
-    let granted = Scope::parse(claims.scope.as_deref().unwrap_or_default())
-        .map_err(|_| VerifyError::WrongClaimType("scope"))?;
+    let granted = Scope::parse(&claims.scope).map_err(|_| VerifyError::WrongClaimType("scope"))?;
     if !expect.scope.is_subset(&granted) {
         return Err(VerifyError::MissingScope);
     }
     Ok(claims)
 }
 
-/// Reads the claims with their exact JSON types.
-fn read_txn_claims(c: &Claims<'_>) -> Result<TxnClaims, VerifyError> {
-    let object = |name: &'static str| match c.0.get(name) {
+/// Reads the claims with their exact JSON types; the context objects are
+/// moved out of the payload, not copied.
+fn read_txn_claims(map: &mut Map<String, Value>) -> Result<TxnClaims, VerifyError> {
+    let mut object = |name: &'static str| match map.remove(name) {
         None => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(Value::Object(inner)) => Ok(Some(inner)),
         Some(_) => Err(VerifyError::WrongClaimType(name)),
     };
+    let tctx = object("tctx")?;
     let rctx = object("rctx")?;
     if let Some(chain) = rctx.as_ref().and_then(|r| r.get(REQ_WL_CHAIN)) {
         let ok = chain.as_array().is_some_and(|items| {
@@ -142,6 +145,7 @@ fn read_txn_claims(c: &Claims<'_>) -> Result<TxnClaims, VerifyError> {
             return Err(VerifyError::WrongClaimType("rctx"));
         }
     }
+    let c = Claims(map);
     Ok(TxnClaims {
         iss: c.str("iss")?.to_owned(),
         iat: c.number("iat")?,
@@ -150,9 +154,9 @@ fn read_txn_claims(c: &Claims<'_>) -> Result<TxnClaims, VerifyError> {
         txn: c.non_empty_str("txn")?.to_owned(),
         sub: c.non_empty_str("sub")?.to_owned(),
         // Required by draft -10: a Txn-Token always says why.
-        scope: Some(c.str("scope")?.to_owned()),
+        scope: c.str("scope")?.to_owned(),
         req_wl: c.non_empty_str("req_wl")?.to_owned(),
-        tctx: object("tctx")?,
+        tctx,
         rctx,
     })
 }
@@ -178,7 +182,6 @@ mod tests {
         let expect = TxnExpectation {
             trust_domain: Audience::parse("trust.example").expect("aud"),
             scope: Scope::default(),
-            ignore_expiry: false,
         };
         (key, keys, rules, expect)
     }

@@ -16,15 +16,14 @@
 
 use serde_json::{Map, Value};
 
-use super::{TokenError, TokenService};
+use super::{granted_scope, TokenError, TokenService};
 use crate::services::clients::Client;
-use crate::services::store::TokenState;
 use crate::services::trusted::ExternalError;
 use crate::token::claims::AccessClaims;
 use crate::token::issue::new_jti;
-use crate::token::jws::{MAX_TOKEN_LEN, TXN_TOKEN_TYPE};
+use crate::token::jws::MAX_TOKEN_LEN;
+use crate::token::policy;
 use crate::token::types::{Audience, Scope};
-use crate::token::verify::{Expectation, VerifyError};
 use auth_jit_verifier::txn::{
     verify_txn, TxnClaims, TxnExpectation, MAX_REPLACEMENTS, REQ_WL_CHAIN,
 };
@@ -50,8 +49,7 @@ impl SubjectType {
     }
 }
 
-/// A Txn-Token request, parsed.
-#[derive(Debug)]
+/// A Txn-Token request, parsed. Its `Debug` leaves the subject token out.
 pub struct TxnRequest<'a> {
     pub subject_token: &'a str,
     pub subject_type: SubjectType,
@@ -64,6 +62,16 @@ pub struct TxnRequest<'a> {
     pub request_details: Option<Map<String, Value>>,
     /// How the requesting workload authenticated (its OAuth method).
     pub authn: &'static str,
+}
+
+impl std::fmt::Debug for TxnRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnRequest")
+            .field("subject_type", &self.subject_type)
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A signed Txn-Token and what it says.
@@ -99,11 +107,6 @@ struct Basis {
 }
 
 impl TokenService {
-    /// The trust domain, when Txn-Tokens are on.
-    pub fn trust_domain(&self) -> Option<&Audience> {
-        self.trust_domain.as_ref()
-    }
-
     /// Issues (or replaces) a Txn-Token for `caller`.
     #[tracing::instrument(name = "token.txn", level = "debug", skip_all, fields(client_id = %caller.id, subject = request.subject_type.as_str()))]
     pub async fn txn_token(
@@ -111,11 +114,11 @@ impl TokenService {
         caller: &Client,
         request: TxnRequest<'_>,
     ) -> Result<IssuedTxn, TokenError> {
-        let domain = self.trust_domain.clone().ok_or(TokenError::TxnOff)?;
+        let domain = self.trust_domain.as_ref().ok_or(TokenError::TxnOff)?;
         if !caller.policy.txn_token {
             return Err(TokenError::TxnNotAllowed);
         }
-        if request.audience != domain {
+        if request.audience != *domain {
             return Err(TokenError::NotTrustDomain);
         }
         let now = self.clock.now();
@@ -128,10 +131,9 @@ impl TokenService {
                 self.basis_from_jwt(caller, request.subject_token, now)
                     .await?
             }
-            SubjectType::TxnToken => self.basis_from_txn_token(&request, &domain, now)?,
+            SubjectType::TxnToken => self.basis_from_txn_token(&request, domain, now)?,
         };
         let replacing = basis.txn.is_some();
-        let consume = basis.consume.clone();
         let scope = match (&request.scope, replacing) {
             (Some(scope), _) => scope.clone(),
             (None, true) => basis.granted.clone(),
@@ -159,8 +161,7 @@ impl TokenService {
         let ttl = self
             .limits
             .default_ttl
-            .min(caller.policy.max_ttl.unwrap_or(u64::MAX))
-            .min(self.limits.max_ttl)
+            .min(policy::effective_max_ttl(&caller.policy, self.limits))
             .min(basis.exp_cap.saturating_sub(now));
         if ttl == 0 {
             return Err(TokenError::InvalidGrant("subject_token has expired".into()));
@@ -189,7 +190,7 @@ impl TokenService {
             aud: domain.to_string(),
             txn,
             sub: basis.sub,
-            scope: Some(scope.to_string()),
+            scope: scope.to_string(),
             req_wl: caller.id.to_string(),
             tctx: if replacing {
                 basis.tctx
@@ -198,7 +199,11 @@ impl TokenService {
             },
             rctx: Some(rctx),
         };
-        let token = self.sign_txn(&claims, &domain)?;
+        let keys = self.keys();
+        let token = self
+            .signing_key(&keys, domain.as_str())?
+            .sign_txn(&claims)
+            .map_err(|_| TokenError::Internal("signing failed"))?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::InvalidGrant(
                 "request_context and request_details make the Txn-Token too large".into(),
@@ -206,7 +211,7 @@ impl TokenService {
         }
         // A single-use subject is consumed last, once the token exists and
         // nothing else can refuse: the exchange is its one use.
-        if let Some(subject) = &consume {
+        if let Some(subject) = &basis.consume {
             self.subject_state(subject, true).await?;
         }
         Ok(IssuedTxn { token, claims })
@@ -222,12 +227,11 @@ impl TokenService {
     ) -> Result<TxnClaims, TokenError> {
         let domain = self.trust_domain.as_ref().ok_or(TokenError::TxnOff)?;
         if audience != domain {
-            return Err(VerifyError::WrongAudience.into());
+            return Err(crate::token::verify::VerifyError::WrongAudience.into());
         }
         let expect = TxnExpectation {
             trust_domain: domain.clone(),
             scope: scope.clone(),
-            ignore_expiry: false,
         };
         Ok(verify_txn(
             token,
@@ -244,26 +248,14 @@ impl TokenService {
         token: &str,
         now: u64,
     ) -> Result<Basis, TokenError> {
-        let subject = self
-            .check(token, &Expectation::default())
-            .map_err(subject_error)?;
-        if subject.exp <= now {
-            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
-        }
-        if !caller.receives(&subject.aud) {
-            return Err(TokenError::InvalidGrant(
-                "subject_token is not addressed to this client".into(),
-            ));
-        }
+        let subject = self.exchange_subject(caller, token, now)?;
         // Revocation now; a single-use subject is consumed at the end.
         if !subject.is_single_use() {
             self.subject_state(&subject, false).await?;
         }
-        let granted = Scope::parse(subject.scope.as_deref().unwrap_or_default())
-            .map_err(|_| TokenError::InvalidGrant("subject_token: bad scope".into()))?;
         Ok(Basis {
             sub: subject.sub.clone(),
-            granted,
+            granted: granted_scope(&subject)?,
             exp_cap: subject.exp,
             txn: None,
             tctx: None,
@@ -271,18 +263,6 @@ impl TokenService {
             sub_iss: self.rules.issuer.clone(),
             consume: subject.is_single_use().then_some(subject),
         })
-    }
-
-    async fn subject_state(&self, subject: &AccessClaims, consume: bool) -> Result<(), TokenError> {
-        match self.check_state(subject, consume).await? {
-            TokenState::Active => Ok(()),
-            TokenState::Revoked => Err(TokenError::InvalidGrant(
-                "subject_token has been revoked".into(),
-            )),
-            TokenState::AlreadyUsed => Err(TokenError::InvalidGrant(
-                "subject_token has already been used".into(),
-            )),
-        }
     }
 
     async fn basis_from_jwt(
@@ -330,7 +310,7 @@ impl TokenService {
         let subject = self
             .verify_txn(request.subject_token, domain, &Scope::default())
             .map_err(|e| match e {
-                TokenError::Invalid(e) => subject_error(e),
+                TokenError::Invalid(e) => TokenError::InvalidGrant(format!("subject_token: {e}")),
                 e => e,
             })?;
         // Never an expired one, not even within the leeway.
@@ -362,29 +342,5 @@ impl TokenService {
             sub_iss,
             consume: None,
         })
-    }
-
-    fn sign_txn(&self, claims: &TxnClaims, domain: &Audience) -> Result<String, TokenError> {
-        let keys = self.keys();
-        let key = match self.clients.signing_alg_for(domain.as_str()) {
-            None => keys.active(),
-            Some(alg) => keys.active_for(alg),
-        }
-        .ok_or(TokenError::NoSigningKey)?;
-        let mut header = Map::new();
-        header.insert("alg".into(), Value::String(key.alg().as_str().into()));
-        header.insert("typ".into(), Value::String(TXN_TOKEN_TYPE.into()));
-        header.insert("kid".into(), Value::String(key.kid().into()));
-        key.sign_with_header(&header, claims)
-            .map_err(|_| TokenError::Internal("signing failed"))
-    }
-}
-
-fn subject_error(e: VerifyError) -> TokenError {
-    match e {
-        VerifyError::BindingRequired => TokenError::InvalidGrant(
-            "subject_token is bound to one request and cannot be exchanged".into(),
-        ),
-        e => TokenError::InvalidGrant(format!("subject_token: {e}")),
     }
 }

@@ -14,7 +14,7 @@ use crate::services::metrics::{
 };
 use crate::services::telemetry::AUDIT;
 use crate::token::claims::AccessClaims;
-use auth_jit_verifier::txn::{TxnClaims, REQ_WL_CHAIN};
+use auth_jit_verifier::txn::TxnClaims;
 
 fn span_outcome(outcome: &'static str, aud: Option<&str>) {
     let span = tracing::Span::current();
@@ -62,16 +62,8 @@ pub fn token_issued(client: &Client, claims: &AccessClaims, grant: &'static str)
 }
 
 /// A Txn-Token was issued: the event carries `txn`, never the token.
-pub fn txn_token_issued(client: &Client, claims: &TxnClaims, subject_type: Option<&str>) {
-    let subject = subject_type
-        .and_then(|t| t.rsplit(':').next())
-        .unwrap_or("unknown");
-    let replacement = claims
-        .rctx
-        .as_ref()
-        .and_then(|r| r.get(REQ_WL_CHAIN))
-        .and_then(|c| c.as_array())
-        .map_or(0, Vec::len);
+pub fn txn_token_issued(client: &Client, claims: &TxnClaims, subject: &'static str) {
+    let replacements = claims.workloads().len() - 1;
     tracing::info!(
         target: AUDIT,
         event = "txn_token_issued",
@@ -82,7 +74,7 @@ pub fn txn_token_issued(client: &Client, claims: &TxnClaims, subject_type: Optio
         txn = %claims.txn,
         exp = claims.exp,
         subject_token_type = subject,
-        replacements = replacement,
+        replacements,
     );
     count(
         TOKENS_ISSUED,
@@ -122,41 +114,46 @@ pub fn token_denied(client: &Client, aud: Option<&str>, grant: &'static str, err
     span_outcome("denied", aud.filter(|_| allowed));
 }
 
-/// A verification (`via` = `verify`) or introspection (`introspect`).
 /// What a verification found: an access token, or a Txn-Token.
 pub enum Checked<'a> {
     Access(&'a AccessClaims),
     Txn(&'a TxnClaims),
 }
 
+/// A verification (`via` = `verify`) or introspection (`introspect`).
 pub fn verification(client: &Client, via: &'static str, result: Result<Checked<'_>, &ApiError>) {
     match result {
-        Ok(Checked::Access(claims)) => {
-            tracing::info!(
-                target: AUDIT,
-                event = "token_verified",
-                outcome = "success",
-                via,
-                client_id = %client.id,
-                aud = %claims.aud,
-                jti = %claims.jti,
-                once = claims.is_single_use(),
-            );
+        Ok(checked) => {
+            // The event names the token by its id: `jti`, or a Txn-Token's `txn`.
+            let aud = match checked {
+                Checked::Access(claims) => {
+                    tracing::info!(
+                        target: AUDIT,
+                        event = "token_verified",
+                        outcome = "success",
+                        via,
+                        client_id = %client.id,
+                        aud = %claims.aud,
+                        jti = %claims.jti,
+                        once = claims.is_single_use(),
+                    );
+                    &claims.aud
+                }
+                Checked::Txn(claims) => {
+                    tracing::info!(
+                        target: AUDIT,
+                        event = "txn_token_verified",
+                        outcome = "success",
+                        via,
+                        client_id = %client.id,
+                        aud = %claims.aud,
+                        txn = %claims.txn,
+                    );
+                    &claims.aud
+                }
+            };
             count(VERIFICATIONS, &[("via", via), ("outcome", "active")], 1);
-            span_outcome("active", Some(&claims.aud));
-        }
-        Ok(Checked::Txn(claims)) => {
-            tracing::info!(
-                target: AUDIT,
-                event = "txn_token_verified",
-                outcome = "success",
-                via,
-                client_id = %client.id,
-                aud = %claims.aud,
-                txn = %claims.txn,
-            );
-            count(VERIFICATIONS, &[("via", via), ("outcome", "active")], 1);
-            span_outcome("active", Some(&claims.aud));
+            span_outcome("active", Some(aud));
         }
         Err(error) => {
             let outcome = match error {

@@ -67,6 +67,18 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+impl From<crate::services::tokens::IssuedTxn> for TokenResponse {
+    fn from(issued: crate::services::tokens::IssuedTxn) -> Self {
+        Self {
+            expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
+            scope: issued.claims.scope,
+            access_token: issued.token,
+            // draft-ietf-oauth-transaction-tokens: not a bearer token.
+            token_type: "N_A",
+        }
+    }
+}
+
 impl From<crate::token::issue::IssuedToken> for TokenResponse {
     fn from(issued: crate::token::issue::IssuedToken) -> Self {
         Self {

@@ -95,18 +95,11 @@ async fn grant_txn_token(
     state: &AppState,
     client: &Client,
     form: &TokenForm,
+    subject_token: &str,
+    subject_type: &str,
     method: &'static str,
-) -> Result<IssuedTxn, ApiError> {
-    let missing = |name: &str| ApiError::InvalidRequest(format!("missing parameter `{name}`"));
-    let subject_token = form
-        .subject_token
-        .as_deref()
-        .ok_or_else(|| missing("subject_token"))?;
-    let subject_type = match form
-        .subject_token_type
-        .as_deref()
-        .ok_or_else(|| missing("subject_token_type"))?
-    {
+) -> Result<(IssuedTxn, SubjectType), ApiError> {
+    let subject_type = match subject_type {
         ACCESS_TOKEN_TYPE => SubjectType::AccessToken,
         JWT_TOKEN_TYPE => SubjectType::Jwt,
         TXN_TOKEN_TYPE => SubjectType::TxnToken,
@@ -116,15 +109,9 @@ async fn grant_txn_token(
         )))
         }
     };
-    if form.actor_token.is_some() {
-        return Err(ApiError::InvalidRequest(
-            "actor_token is not supported: the authenticated client is the requesting workload"
-                .into(),
-        ));
-    }
     let scope = form_scope(form)?;
     if scope.is_none() && subject_type != SubjectType::TxnToken {
-        return Err(missing("scope"));
+        return Err(ApiError::InvalidRequest("missing parameter `scope`".into()));
     }
     let request = TxnRequest {
         subject_token,
@@ -135,7 +122,7 @@ async fn grant_txn_token(
         request_details: json_object("request_details", form.request_details.as_deref())?,
         authn: method,
     };
-    Ok(state.tokens.txn_token(client, request).await?)
+    Ok((state.tokens.txn_token(client, request).await?, subject_type))
 }
 
 fn target(form: &TokenForm) -> Result<Audience, ApiError> {
@@ -161,19 +148,22 @@ async fn grant_token(
     state: &AppState,
     client: &Client,
     form: &TokenForm,
-) -> Result<(crate::token::issue::IssuedToken, Option<&'static str>), ApiError> {
+    method: &'static str,
+) -> Result<Granted, ApiError> {
     rate_limit(state, client).await?;
-    let scope = form_scope(form)?;
     match form.grant_type.as_str() {
         "client_credentials" => {
             let request = TokenRequest {
                 audience: target(form)?,
-                scope: scope.unwrap_or_default(),
+                scope: form_scope(form)?.unwrap_or_default(),
                 ttl: None,
                 once: false,
                 bind: None,
             };
-            Ok((state.tokens.issue(client, request).await?, None))
+            Ok(Granted::Token(
+                state.tokens.issue(client, request).await?,
+                None,
+            ))
         }
         TOKEN_EXCHANGE => {
             let missing =
@@ -186,42 +176,58 @@ async fn grant_token(
                 .subject_token_type
                 .as_deref()
                 .ok_or_else(|| missing("subject_token_type"))?;
-            if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
-                return Err(ApiError::InvalidRequest(format!(
-                    "subject_token_type must be {ACCESS_TOKEN_TYPE}"
-                )));
-            }
-            if form
-                .requested_token_type
-                .as_deref()
-                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-            {
-                return Err(ApiError::InvalidRequest(format!(
-                    "requested_token_type can only be {ACCESS_TOKEN_TYPE} or {TXN_TOKEN_TYPE}"
-                )));
-            }
             if form.actor_token.is_some() {
                 return Err(ApiError::InvalidRequest(
                     "actor_token is not supported: the authenticated client is the actor".into(),
                 ));
             }
-            let audience = target(form)?;
-            let issued = state
-                .tokens
-                .exchange(client, subject_token, audience, scope)
-                .await?;
-            Ok((issued, Some(ACCESS_TOKEN_TYPE)))
+            match form.requested_token_type.as_deref() {
+                Some(TXN_TOKEN_TYPE) => {
+                    let (issued, subject) =
+                        grant_txn_token(state, client, form, subject_token, subject_type, method)
+                            .await?;
+                    Ok(Granted::Txn(issued, subject))
+                }
+                None | Some(ACCESS_TOKEN_TYPE) => {
+                    if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
+                        return Err(ApiError::InvalidRequest(format!(
+                            "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+                        )));
+                    }
+                    let issued = state
+                        .tokens
+                        .exchange(client, subject_token, target(form)?, form_scope(form)?)
+                        .await?;
+                    Ok(Granted::Token(issued, Some(ACCESS_TOKEN_TYPE)))
+                }
+                Some(_) => Err(ApiError::InvalidRequest(format!(
+                    "requested_token_type can only be {ACCESS_TOKEN_TYPE} or {TXN_TOKEN_TYPE}"
+                ))),
+            }
         }
         _ => Err(ApiError::UnsupportedGrantType),
     }
 }
 
+/// What the token endpoint issued.
+enum Granted {
+    /// An access token, with its `issued_token_type` for an exchange.
+    Token(crate::token::issue::IssuedToken, Option<&'static str>),
+    /// A Transaction Token, and the kind of subject it came from.
+    Txn(IssuedTxn, SubjectType),
+}
+
 /// Get a token: client credentials or token exchange.
 ///
 /// Client authentication: `client_secret_basic`, `client_secret_post` or
-/// `private_key_jwt` (RFC 7523), exactly one. The same policy as
-/// `POST /api/token` applies. Token exchange keeps the subject, records the
-/// chain in `act`, only narrows scope and never outlives the subject token.
+/// `private_key_jwt` (RFC 7523), exactly one. Access tokens follow the same
+/// policy as `POST /api/token`. Token exchange keeps the subject, records
+/// the chain in `act`, only narrows scope and never outlives the subject
+/// token. With `requested_token_type=urn:ietf:params:oauth:token-type:txn_token`
+/// it issues a Transaction Token for a client registered with
+/// `--txn-token`: the audience is the trust domain, the scope is bounded by
+/// the subject token's (not the client's registered scopes), `token_type`
+/// is `N_A`.
 #[utoipa::path(
     post,
     path = "/oauth/token",
@@ -234,7 +240,7 @@ async fn grant_token(
         (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, unauthorized_client or unsupported_grant_type", body = ErrorBody),
         (status = 401, description = "invalid_client", body = ErrorBody),
         (status = 429, description = "slow_down: rate limit, see Retry-After", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable, or a trusted issuer's keys cannot be fetched", body = ErrorBody),
     )
 )]
 pub async fn token(
@@ -245,64 +251,40 @@ pub async fn token(
         method,
     }: OAuthRequest<TokenForm>,
 ) -> Result<Response, ApiError> {
-    if form.grant_type == TOKEN_EXCHANGE
-        && form.requested_token_type.as_deref() == Some(TXN_TOKEN_TYPE)
-    {
-        // Logged only if it parses: a token pasted there stays out.
-        let audience = form
-            .audience
-            .as_deref()
-            .filter(|a| Audience::parse(a).is_ok());
-        if let Err(e) = rate_limit(&state, &client).await {
-            audit::token_denied(&client, audience, "txn_token", &e);
-            return Err(e);
-        }
-        return match grant_txn_token(&state, &client, &form, method).await {
-            Ok(issued) => {
-                audit::txn_token_issued(
-                    &client,
-                    &issued.claims,
-                    form.subject_token_type.as_deref(),
-                );
-                let response = OAuthTokenResponse {
-                    token: TokenResponse {
-                        expires_in: issued.claims.exp.saturating_sub(issued.claims.iat),
-                        scope: issued.claims.scope.clone().unwrap_or_default(),
-                        access_token: issued.token,
-                        token_type: "N_A",
-                    },
-                    issued_token_type: Some(TXN_TOKEN_TYPE),
-                };
-                Ok(no_store(Json(response).into_response()))
-            }
-            Err(e) => {
-                audit::token_denied(&client, audience, "txn_token", &e);
-                Err(e)
-            }
-        };
-    }
     let audience = form
         .audience
         .as_ref()
         .or(form.resource.as_ref())
         .filter(|a| Audience::parse(a).is_ok())
         .cloned();
-    let grant = match form.grant_type.as_str() {
-        "client_credentials" => "client_credentials",
-        TOKEN_EXCHANGE => "token_exchange",
+    let grant = match (
+        form.grant_type.as_str(),
+        form.requested_token_type.as_deref(),
+    ) {
+        ("client_credentials", _) => "client_credentials",
+        (TOKEN_EXCHANGE, Some(TXN_TOKEN_TYPE)) => "txn_token",
+        (TOKEN_EXCHANGE, _) => "token_exchange",
         _ => "other",
     };
-    let (issued, issued_token_type) = match grant_token(&state, &client, &form).await {
-        Ok(done) => done,
+    let response = match grant_token(&state, &client, &form, method).await {
+        Ok(Granted::Token(issued, issued_token_type)) => {
+            audit::token_issued(&client, &issued.claims, grant);
+            OAuthTokenResponse {
+                token: TokenResponse::from(issued),
+                issued_token_type,
+            }
+        }
+        Ok(Granted::Txn(issued, subject)) => {
+            audit::txn_token_issued(&client, &issued.claims, subject.as_str());
+            OAuthTokenResponse {
+                token: TokenResponse::from(issued),
+                issued_token_type: Some(TXN_TOKEN_TYPE),
+            }
+        }
         Err(e) => {
             audit::token_denied(&client, audience.as_deref(), grant, &e);
             return Err(e);
         }
-    };
-    audit::token_issued(&client, &issued.claims, grant);
-    let response = OAuthTokenResponse {
-        token: TokenResponse::from(issued),
-        issued_token_type,
     };
     Ok(no_store(Json(response).into_response()))
 }
