@@ -112,7 +112,11 @@ pub enum KeysCommand {
     /// within about a second, and every token it signed is refused. The key
     /// that signs now cannot be revoked before a successor signs (`keys
     /// rotate --now`).
-    Revoke { kid: String },
+    Revoke {
+        /// A `kid` is base64url, so it may begin with `-`: taken as is.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -374,5 +378,22 @@ async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
         ),
         Ok(Err(e)) => anyhow::bail!("unhealthy: {addr}: {e}"),
         Err(_) => anyhow::bail!("unhealthy: {addr} did not answer within 3 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_kid_that_begins_with_a_dash_is_a_kid() {
+        // One thumbprint in 64 begins with `-` (base64url).
+        let cli = Cli::try_parse_from(["auth-jit", "keys", "revoke", "-zF3a_kid"]);
+        match cli.map(|c| c.command) {
+            Ok(Some(Command::Keys(KeysCommand::Revoke { kid }))) => assert_eq!(kid, "-zF3a_kid"),
+            other => panic!("{other:?}"),
+        }
     }
 }
