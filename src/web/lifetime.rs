@@ -19,7 +19,7 @@ use crate::services::store::StoreHandle;
 use crate::services::tokens::{ServiceRules, TokenService};
 use crate::services::trusted::TrustedIssuers;
 use crate::settings::Settings;
-use crate::token::clock::{Clock, SystemClock, SystemRandom};
+use crate::token::clock::{Clock, SystemClock, ThreadRandom};
 use crate::token::policy::TtlLimits;
 use crate::token::types::Audience;
 use crate::token::verify::Rules;
@@ -70,7 +70,7 @@ pub async fn startup(settings: Settings) -> anyhow::Result<Started> {
             clients.clone(),
             store.clone(),
             clock.clone(),
-            Arc::new(SystemRandom::new()),
+            Arc::new(ThreadRandom),
             ServiceRules {
                 verify: Rules {
                     issuer: settings.issuer.clone(),

@@ -260,7 +260,7 @@ pub fn router(state: AppState) -> App {
 }
 
 /// `X-Request-Id` for requests that bring none: 128 random bits in hex,
-/// from the thread's DRBG (no system call per request, unlike a v4 UUID
+/// from the thread's CSPRNG (no system call per request, unlike a v4 UUID
 /// from the OS).
 #[derive(Clone, Copy)]
 struct RandomRequestId;
@@ -268,8 +268,9 @@ struct RandomRequestId;
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        use crate::token::clock::{Random, ThreadRandom};
         let mut random = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut random).ok()?;
+        ThreadRandom.fill(&mut random).ok()?;
         let mut text = [0u8; 32];
         for (i, byte) in random.iter().enumerate() {
             text[2 * i] = HEX[usize::from(byte >> 4)];
