@@ -171,10 +171,14 @@ pub fn http_duration(
 struct Handles {
     /// The lookup key of the current sample, reused.
     key: String,
-    counters: std::collections::HashMap<String, metrics::Counter>,
-    histograms: std::collections::HashMap<String, metrics::Histogram>,
-    gauges: std::collections::HashMap<String, metrics::Gauge>,
+    counters: HandleMap<metrics::Counter>,
+    histograms: HandleMap<metrics::Histogram>,
+    gauges: HandleMap<metrics::Gauge>,
 }
+
+/// Handles by sample key. foldhash, not SipHash: the keys are our metric
+/// names and registered label values, and this runs on every request.
+type HandleMap<H> = std::collections::HashMap<String, H, foldhash::fast::RandomState>;
 
 thread_local! {
     static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::default();
@@ -182,17 +186,21 @@ thread_local! {
 
 fn handle<'a, H>(
     key: &mut String,
-    cache: &'a mut std::collections::HashMap<String, H>,
+    cache: &'a mut HandleMap<H>,
     name: &'static str,
     labels: &[(&'static str, &str)],
     register: impl FnOnce(Vec<metrics::Label>) -> H,
 ) -> &'a H {
-    use std::fmt::Write;
     key.clear();
     key.push_str(name);
     for (label, value) in labels {
         // Length-prefixed: no two label sets give the same key.
-        let _ = write!(key, "|{label}={}:{value}", value.len());
+        key.push('|');
+        key.push_str(label);
+        key.push('=');
+        push_decimal(key, value.len());
+        key.push(':');
+        key.push_str(value);
     }
     if !cache.contains_key(key.as_str()) {
         let labels = labels
@@ -202,4 +210,22 @@ fn handle<'a, H>(
         cache.insert(key.clone(), register(labels));
     }
     &cache[key.as_str()]
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn push_decimal(key: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        key.push(char::from(digit));
+    }
 }

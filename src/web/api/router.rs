@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -16,10 +16,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -189,42 +185,39 @@ pub type App =
 /// The whole application: the routes, and around them, as one tower stack,
 /// the layers every request passes. They wrap the router, not its routes:
 /// `Router::layer` would wrap every route in a boxed service of its own,
-/// one allocation and one boxed future per layer and request. Only
-/// [`RouteLabel`] must see the matched route, so it alone is per route.
+/// one allocation and one boxed future per layer and request.
 pub fn router(state: AppState) -> App {
     let (api, openapi) = api();
-    // One reference count per request, not one per field.
-    let edge = std::sync::Arc::new(Edge {
-        in_flight: state.in_flight.clone(),
-        draining: state.draining.clone(),
-        timeout: Duration::from_secs(state.settings.request_timeout_secs),
-        max_body: state.settings.max_body_bytes,
-    });
-    let body_limit = state.settings.max_body_bytes;
     // Spans are per-request work that only pays when someone reads them:
     // exported traces or the audit file (its events carry the request's
     // fields). Otherwise the span is at DEBUG and costs nothing unless
     // debug logging is on.
     let traced =
         !state.settings.otlp_endpoint.is_empty() || state.settings.audit_log_file.is_some();
-    // Every API path is static, so a span is named at its start (the
-    // exporter fixes the name then) from the documented paths.
-    let names: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
-        openapi
-            .paths
-            .paths
-            .keys()
-            .cloned()
-            .chain(["/".to_owned()])
-            .collect(),
-    );
+    // Every route but Swagger UI's pages is a static path, so the route a
+    // request takes is known from its path before routing: the span is
+    // named at its start (the exporter fixes the name then) and the metric
+    // labelled, with no per-route layer.
+    let routes: std::collections::HashSet<String> = openapi
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .chain(["/".to_owned(), OPENAPI_JSON.to_owned()])
+        .collect();
+    // One reference count per request, not one per field.
+    let edge = std::sync::Arc::new(Edge {
+        in_flight: state.in_flight.clone(),
+        draining: state.draining.clone(),
+        timeout: Duration::from_secs(state.settings.request_timeout_secs),
+        max_body: state.settings.max_body_bytes,
+        traced,
+        routes,
+    });
+    let body_limit = state.settings.max_body_bytes;
     let routes = api
         .route("/", get(landing))
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
-        .route_layer(tower::layer::layer_fn(move |inner| RouteLabel {
-            inner,
-            traced,
-        }))
+        .merge(SwaggerUi::new("/api/docs").url(OPENAPI_JSON, openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -232,24 +225,6 @@ pub fn router(state: AppState) -> App {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request<Incoming>| {
-                    request_span(request, traced, &names)
-                })
-                .on_response(
-                    |response: &Response, _latency: Duration, span: &tracing::Span| {
-                        let status = response.status();
-                        span.record("http.response.status_code", i64::from(status.as_u16()));
-                        if status.is_server_error() {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                    },
-                ),
-        )
-        .map_request(|request: Request<Incoming>| request.map(Body::new))
         .layer(tower::layer::layer_fn(move |inner| EdgeService {
             inner,
             edge: std::sync::Arc::clone(&edge),
@@ -259,36 +234,35 @@ pub fn router(state: AppState) -> App {
     tower::util::BoxCloneSyncService::new(stack)
 }
 
+/// Where the OpenAPI document is served.
+const OPENAPI_JSON: &str = "/api/openapi.json";
+
 /// `X-Request-Id` for requests that bring none: 128 random bits in hex,
 /// from the thread's CSPRNG (no system call per request, unlike a v4 UUID
 /// from the OS).
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        use crate::token::clock::{Random, ThreadRandom};
-        let mut random = [0u8; 16];
-        ThreadRandom.fill(&mut random).ok()?;
-        let mut text = [0u8; 32];
-        for (i, byte) in random.iter().enumerate() {
-            text[2 * i] = HEX[usize::from(byte >> 4)];
-            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-        }
-        HeaderValue::from_bytes(&text).ok().map(RequestId::new)
+fn new_request_id() -> Option<HeaderValue> {
+    use crate::token::clock::{Random, ThreadRandom};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut random = [0u8; 16];
+    ThreadRandom.fill(&mut random).ok()?;
+    let mut text = [0u8; 32];
+    for (i, byte) in random.iter().enumerate() {
+        text[2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
     }
+    HeaderValue::from_bytes(&text).ok()
 }
 
 /// One span per request, named by method and route (a documented path,
 /// `/api/docs` for Swagger UI, or `unmatched`: never a raw URI, never
-/// headers), child of the caller's trace if it sent `traceparent`.
-/// [`RouteLabel`] adds the route pattern that matched. At INFO when
-/// `traced`, else at DEBUG; a span nobody listens to is never named.
+/// headers), child of the caller's trace if it sent `traceparent`. At
+/// INFO when `traced`, else at DEBUG; a span nobody listens to is never
+/// named.
 fn request_span<B>(
     request: &Request<B>,
     traced: bool,
-    names: &std::collections::HashSet<String>,
+    route: &str,
+    request_id: Option<&HeaderValue>,
 ) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     macro_rules! span {
@@ -318,19 +292,12 @@ fn request_span<B>(
         return span;
     }
     let method = request.method().as_str();
-    let path = request.uri().path();
-    let name = match names.get(path) {
-        Some(route) => route.as_str(),
-        None if is_page(path) => "/api/docs",
-        None => "unmatched",
-    };
-    span.record("otel.name", format!("{method} {name}"));
+    span.record("otel.name", format!("{method} {route}"));
     span.record("http.request.method", method);
-    if let Some(id) = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
+    if route != UNMATCHED {
+        span.record("http.route", route);
+    }
+    if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
         span.record("request_id", id);
     }
     let _ = span.set_parent(crate::services::telemetry::remote_context(
@@ -339,86 +306,46 @@ fn request_span<B>(
     span
 }
 
-/// The one per-route layer: records the matched route in the request span
-/// and hands it to [`EdgeService`] in the response, for the metric.
-#[derive(Clone)]
-struct RouteLabel<S> {
-    inner: S,
-    traced: bool,
-}
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
 
-/// The matched route pattern, as a response extension.
-#[derive(Clone)]
-struct Route(MatchedPath);
-
-impl<S> Service<Request> for RouteLabel<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        if let (true, Some(route)) = (self.traced, &route) {
-            let span = tracing::Span::current();
-            if !span.is_disabled() {
-                span.record(
-                    "otel.name",
-                    format!("{} {}", request.method(), route.as_str()),
-                );
-                span.record("http.route", route.as_str());
-            }
-        }
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            if let Some(route) = route {
-                response.extensions_mut().insert(Route(route));
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// What the edge needs: the admission semaphore, the drain flag and the
-/// request limits.
+/// What the edge needs: the admission semaphore, the drain flag, the
+/// request limits, and the static routes with whether spans are exported.
 struct Edge {
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     draining: crate::web::server::Draining,
     timeout: Duration,
     max_body: usize,
+    traced: bool,
+    routes: std::collections::HashSet<String>,
 }
 
 /// Everything a request passes on its way in and out, in one service, in
 /// this order:
 ///
-/// 1. load shedding: at most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests
+/// 1. `X-Request-Id`: the caller's, or 128 random bits; it names the
+///    request's span and comes back on the response;
+/// 2. the request span (see [`request_span`]), with the answer's status;
+/// 3. load shedding: at most `AUTH_JIT_MAX_CONCURRENT_REQUESTS` requests
 ///    are handled at once; one more is answered 503 with `Retry-After` at
 ///    once instead of queueing (a queue only turns overload into latency
 ///    for everyone). Liveness and readiness are never shed: a load
 ///    balancer must see the truth;
-/// 2. a declared body over `AUTH_JIT_MAX_BODY_BYTES` is refused (413)
+/// 4. a declared body over `AUTH_JIT_MAX_BODY_BYTES` is refused (413)
 ///    unread; the extractors bound undeclared ones by the same limit;
-/// 3. `AUTH_JIT_REQUEST_TIMEOUT_SECS` for the whole answer (408);
-/// 4. one JSON error shape for the bare answers from inside (the
+/// 5. `AUTH_JIT_REQUEST_TIMEOUT_SECS` for the whole answer (408);
+/// 6. one JSON error shape for the bare answers from inside (the
 ///    extractors' body limit, method not allowed);
-/// 5. `Connection: close` on every response while the server drains;
-/// 6. security headers, with a strict CSP on the pages;
-/// 7. request duration by method, route pattern and status.
+/// 7. `Connection: close` on every response while the server drains;
+/// 8. security headers, with a strict CSP on the pages;
+/// 9. request duration by method, route and status.
 #[derive(Clone)]
 struct EdgeService<S> {
     inner: S,
     edge: std::sync::Arc<Edge>,
 }
 
-impl<S> Service<Request> for EdgeService<S>
+impl<S> Service<Request<Incoming>> for EdgeService<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -431,23 +358,35 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // The service that was polled ready serves this request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let edge = std::sync::Arc::clone(&self.edge);
-        Box::pin(async move { Ok(edge.handle(inner, request).await) })
+        Box::pin(async move { Ok(edge.handle(inner, request.map(Body::new)).await) })
     }
 }
 
 impl Edge {
+    /// The route a path takes: a static route, Swagger UI's pages, or
+    /// [`UNMATCHED`].
+    fn route<'a>(&'a self, path: &str) -> &'a str {
+        match self.routes.get(path) {
+            Some(route) => route.as_str(),
+            None if is_page(path) => "/api/docs",
+            None => UNMATCHED,
+        }
+    }
+
     async fn handle<S>(self: std::sync::Arc<Self>, mut inner: S, request: Request) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
+        use tracing::Instrument;
         let started = std::time::Instant::now();
         let method = method_label(request.method());
         let path = request.uri().path();
+        let route = self.route(path);
         let page = is_page(path);
         let exempt = matches!(path, "/api/health" | "/api/ready");
         let declared = request
@@ -455,32 +394,59 @@ impl Edge {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let mut response = match admit(&self.in_flight, exempt) {
-            Err(_) => {
-                crate::services::metrics::count(crate::services::metrics::SHED, &[], 1);
-                ApiError::Unavailable("the server is at capacity; try again".into()).into_response()
-            }
-            Ok(_) if declared.is_some_and(|n| n > self.max_body as u64) => {
-                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
-            }
-            Ok(permit) => {
-                let response = match tokio::time::timeout(self.timeout, inner.call(request)).await {
-                    Ok(Ok(response)) => json_errors(response),
-                    Ok(Err(never)) => match never {},
-                    Err(_) => ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response(),
-                };
-                drop(permit);
-                response
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .cloned()
+            .or_else(new_request_id);
+        let span = request_span(&request, self.traced, route, request_id.as_ref());
+        let answer = async {
+            match admit(&self.in_flight, exempt) {
+                Err(_) => {
+                    crate::services::metrics::count(crate::services::metrics::SHED, &[], 1);
+                    ApiError::Unavailable("the server is at capacity; try again".into())
+                        .into_response()
+                }
+                Ok(_) if declared.is_some_and(|n| n > self.max_body as u64) => {
+                    ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
+                }
+                Ok(permit) => {
+                    let response =
+                        match tokio::time::timeout(self.timeout, inner.call(request)).await {
+                            Ok(Ok(response)) => json_errors(response),
+                            Ok(Err(never)) => match never {},
+                            Err(_) => {
+                                ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response()
+                            }
+                        };
+                    drop(permit);
+                    response
+                }
             }
         };
-        let route = response.extensions_mut().remove::<Route>();
+        let mut response = if span.is_disabled() {
+            answer.await
+        } else {
+            let response = answer.instrument(span.clone()).await;
+            let status = response.status();
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+            response
+        };
         let headers = response.headers_mut();
+        // What follows adds up to six headers: one growth, not several.
+        headers.reserve(6);
         if self.draining.is_set() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(id) = request_id {
+            headers.entry(REQUEST_ID).or_insert(id);
+        }
         security_headers(headers, page);
         crate::services::metrics::http_duration(
-            route.as_ref().map_or("unmatched", |Route(r)| r.as_str()),
+            route,
             method,
             response.status(),
             started.elapsed(),
