@@ -229,3 +229,44 @@ fn push_decimal(key: &mut String, mut n: usize) {
         key.push(char::from(digit));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(labels: &[(&'static str, &str)]) -> String {
+        let mut key = String::new();
+        let mut cache = HandleMap::default();
+        handle(&mut key, &mut cache, "m", labels, |_| ());
+        key
+    }
+
+    #[test]
+    fn sample_keys_are_length_prefixed_and_never_collide() {
+        assert_eq!(key_of(&[("a", "xy")]), "m|a=2:xy");
+        assert_eq!(key_of(&[("a", "")]), "m|a=0:");
+        assert_eq!(
+            key_of(&[("a", &"z".repeat(1234))]),
+            format!("m|a=1234:{}", "z".repeat(1234))
+        );
+        // A value that looks like the next label does not merge with it.
+        assert_ne!(
+            key_of(&[("a", "x|b=1:y")]),
+            key_of(&[("a", "x"), ("b", "y")])
+        );
+    }
+
+    #[test]
+    fn one_handle_per_label_set() {
+        let mut key = String::new();
+        let mut cache = HandleMap::default();
+        let mut registered = 0;
+        for value in ["x", "y", "x"] {
+            handle(&mut key, &mut cache, "m", &[("a", value)], |_| {
+                registered += 1;
+            });
+        }
+        assert_eq!(registered, 2);
+        assert_eq!(cache.len(), 2);
+    }
+}
