@@ -10,11 +10,6 @@ use auth_jit::services::telemetry;
 use auth_jit::settings::Settings;
 use auth_jit::web::lifetime;
 
-/// mimalloc: thread-local free lists; a request's few dozen small
-/// allocations cost less than with glibc's malloc (see README, Benchmarks).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
