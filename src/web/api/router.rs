@@ -433,6 +433,13 @@ impl Edge {
             if status.is_server_error() {
                 span.record("otel.status_code", "ERROR");
             }
+            span.in_scope(|| {
+                tracing::debug!(
+                    status = status.as_u16(),
+                    latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "answered"
+                );
+            });
             response
         };
         let headers = response.headers_mut();
