@@ -323,9 +323,13 @@ async fn audit_file_json_logs_and_request_ids() {
         .expect("token")
         .to_owned();
     let (_, generated, _) = s.get("/api/health").await;
+    let id = generated["x-request-id"].as_bytes();
     assert!(
-        !generated["x-request-id"].is_empty(),
-        "generated when absent"
+        id.len() == 32
+            && id
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)),
+        "generated when absent: 128 random bits in lowercase hex, got {id:?}"
     );
     s.post(
         "/api/token",

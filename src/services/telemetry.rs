@@ -32,6 +32,10 @@ use crate::settings::{LogFormat, OtlpProtocol, Settings};
 /// The tracing target of audit events.
 pub const AUDIT: &str = "audit";
 
+/// The target of the per-request `answered` event: logged with `debug`
+/// logging, never exported (a span already carries its status and time).
+pub const ACCESS: &str = "auth_jit::access";
+
 /// Keeps telemetry alive; dropping it flushes and stops the span exporter.
 pub struct Guard {
     provider: Option<SdkTracerProvider>,
@@ -166,6 +170,7 @@ pub fn init(settings: &Settings) -> Result<Guard, TelemetryError> {
             .with_filter(
                 Targets::new()
                     .with_target("auth_jit", Level::DEBUG)
+                    .with_target(ACCESS, Level::INFO)
                     .with_target(AUDIT, Level::INFO)
                     .with_default(Level::WARN),
             );

@@ -205,6 +205,10 @@ pub fn router(state: AppState) -> App {
         .cloned()
         .chain(["/".to_owned(), OPENAPI_JSON.to_owned()])
         .collect();
+    debug_assert!(
+        routes.iter().all(|route| !route.contains('{')),
+        "a route with a path parameter would be labelled unmatched"
+    );
     // One reference count per request, not one per field.
     let edge = std::sync::Arc::new(Edge {
         in_flight: state.in_flight.clone(),
@@ -402,6 +406,8 @@ impl Edge {
         let span = request_span(&request, self.traced, route, request_id.as_ref());
         let answer = async {
             match admit(&self.in_flight, exempt) {
+                // Counted, not logged: a line per shed request would cost
+                // the most when the server has the least to spare.
                 Err(_) => {
                     crate::services::metrics::count(crate::services::metrics::SHED, &[], 1);
                     ApiError::Unavailable("the server is at capacity; try again".into())
@@ -420,6 +426,13 @@ impl Edge {
                             }
                         };
                     drop(permit);
+                    if response.status().is_server_error() {
+                        tracing::warn!(
+                            status = response.status().as_u16(),
+                            route,
+                            "answered with a server error"
+                        );
+                    }
                     response
                 }
             }
@@ -435,6 +448,7 @@ impl Edge {
             }
             span.in_scope(|| {
                 tracing::debug!(
+                    target: crate::services::telemetry::ACCESS,
                     status = status.as_u16(),
                     latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "answered"
