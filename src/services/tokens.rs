@@ -460,14 +460,7 @@ impl TokenService {
                 ),
                 e => TokenError::InvalidGrant(format!("subject_token: {e}")),
             })?;
-        if subject.exp <= now {
-            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
-        }
-        if !caller.receives(&subject.aud) {
-            return Err(TokenError::InvalidGrant(
-                "subject_token is not addressed to this client".into(),
-            ));
-        }
+        subject_in_reach(caller, &subject.aud, subject.exp, now)?;
         Ok(subject)
     }
 
@@ -489,4 +482,19 @@ impl TokenService {
 fn granted_scope(subject: &AccessClaims) -> Result<Scope, TokenError> {
     Scope::parse(subject.scope.as_deref().unwrap_or_default())
         .map_err(|_| TokenError::InvalidGrant("subject_token: bad scope".into()))
+}
+
+/// What every exchange subject must meet, whoever issued it: not expired
+/// (not even within the leeway) and addressed to an audience `caller`
+/// receives, not to anyone.
+fn subject_in_reach(caller: &Client, aud: &str, exp: u64, now: u64) -> Result<(), TokenError> {
+    if exp <= now {
+        return Err(TokenError::InvalidGrant("subject_token has expired".into()));
+    }
+    if !caller.receives(aud) {
+        return Err(TokenError::InvalidGrant(
+            "subject_token is not addressed to this client".into(),
+        ));
+    }
+    Ok(())
 }

@@ -11,15 +11,18 @@ use super::types::ClientId;
 
 /// A freshly signed token and what it says.
 #[derive(Clone)]
-pub struct IssuedToken {
+pub struct Issued<C> {
     pub token: String,
-    pub claims: AccessClaims,
+    pub claims: C,
 }
 
-impl std::fmt::Debug for IssuedToken {
+/// A signed access token.
+pub type IssuedToken = Issued<AccessClaims>;
+
+impl<C: std::fmt::Debug> std::fmt::Debug for Issued<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a bearer credential: never print it.
-        f.debug_struct("IssuedToken")
+        // The token is a credential: never print it.
+        f.debug_struct("Issued")
             .field("claims", &self.claims)
             .finish_non_exhaustive()
     }

@@ -75,19 +75,7 @@ impl std::fmt::Debug for TxnRequest<'_> {
 }
 
 /// A signed Txn-Token and what it says.
-#[derive(Clone)]
-pub struct IssuedTxn {
-    pub token: String,
-    pub claims: TxnClaims,
-}
-
-impl std::fmt::Debug for IssuedTxn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedTxn")
-            .field("claims", &self.claims)
-            .finish_non_exhaustive()
-    }
-}
+pub type IssuedTxn = crate::token::issue::Issued<TxnClaims>;
 
 /// What the subject token gives the new Txn-Token.
 struct Basis {
@@ -279,16 +267,9 @@ impl TokenService {
                 ExternalError::Unavailable => TokenError::UpstreamUnavailable,
                 e => TokenError::InvalidGrant(e.to_string()),
             })?;
-        if external.exp <= now {
-            return Err(TokenError::InvalidGrant("subject_token has expired".into()));
-        }
         // As with our own tokens: the identity provider addressed it to an
-        // audience this workload receives (the gateway), not to anyone.
-        if !caller.receives(&external.audience) {
-            return Err(TokenError::InvalidGrant(
-                "subject_token is not addressed to this client".into(),
-            ));
-        }
+        // audience this workload receives (the gateway).
+        super::subject_in_reach(caller, &external.audience, external.exp, now)?;
         Ok(Basis {
             sub_iss: external.iss,
             sub: external.sub,
