@@ -1,17 +1,25 @@
 """`make bench`: auth-jit against a bare axum ceiling, in one interleaved run.
 
-Starts the reference (examples/reference.rs) and auth-jit (embedded store;
-and a second auth-jit on Redis when redis-server is installed), then runs
-ROUNDS rounds of every endpoint with wrk and reports the medians: rps, p50,
-p99, server CPU per request (from /proc, also as a multiple of the
+Starts auth-jit (embedded store; and a second auth-jit on Redis when
+redis-server is installed) and the reference (examples/reference.rs), then
+runs ROUNDS rounds of every endpoint with wrk and reports the medians: rps,
+p50, p99, server CPU per request (from /proc, also as a multiple of the
 reference GET's in the same round), peak RSS (VmHWM, reset before each
-run) and the ratio to the ceiling's rps. Verification uses tokens
-never verified before (minted by examples/mint.rs with the server's key).
+run) and the ratio to the ceiling's rps. Verification uses tokens never
+verified before (minted by examples/mint.rs with the server's key).
+
+The reference also measures the physical limits: `POST /sign` is an HTTP
+POST plus one Ed25519 signature, `POST /verify` an HTTP POST plus one
+verification (of the same tokens, with auth-jit's public key). The column
+"CPU × limit" divides a row's CPU by its limit's in the same round: what
+auth-jit's own work (client authentication, policy, store, audit, metrics)
+costs on top of what no token service can avoid.
 
 Usage: bench.py [SECONDS] [CONNECTIONS] [ROUNDS]
 Writes the table to the terminal and to bench/results.md.
 """
 import base64
+import json
 import os
 import re
 import shutil
@@ -21,12 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/auth-jit")
 REFERENCE = os.path.join(ROOT, "target/release/examples/reference")
 MINT = os.path.join(ROOT, "target/release/examples/mint")
 HZ = os.sysconf("SC_CLK_TCK")
+CEILING = "reference GET / (ceiling)"
+SIGN_LIMIT = "reference POST /sign (limit: JSON + 1 signature)"
+VERIFY_LIMIT = "reference POST /verify (limit: JSON + 1 verification)"
 
 
 def free_port():
@@ -125,9 +137,6 @@ def main():
             # server's issuer.
             "AUTH_JIT_ISSUER": "http://auth-jit.bench",
         }
-        ref, ref_url = start([REFERENCE], base_env, f"{work}/reference.log")
-        procs.append(ref)
-
         def instance(name, extra):
             env = {**base_env, "AUTH_JIT_DATA_DIR": f"{work}/{name}", **extra}
             run = lambda *a: subprocess.run([BIN, *a], env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -138,6 +147,12 @@ def main():
             return env, proc, url, caller, receiver
 
         env, srv, url, caller, receiver = instance("embedded", {})
+        # The reference verifies with auth-jit's key, so both check the
+        # same tokens.
+        with urllib.request.urlopen(f"{url}/.well-known/jwks.json", timeout=10) as r:
+            x = next(k["x"] for k in json.load(r)["keys"] if k.get("crv") == "Ed25519")
+        ref, ref_url = start([REFERENCE], {**base_env, "REFERENCE_VERIFY_X": x}, f"{work}/reference.log")
+        procs.append(ref)
         b64 = lambda s: base64.b64encode(s.encode()).decode()
         per_round = int(40_000 * seconds)
 
@@ -164,51 +179,60 @@ def main():
         # The reference GET's CPU per request in the current round: every
         # row's CPU is also given as a multiple of it, which the machine's
         # drift between rounds moves far less than the µs themselves.
-        round_ref = {"cpu_us": 1.0}
+        round_ref = {}
 
-        def record(name, result):
-            if name == "reference GET / (ceiling)":
-                round_ref["cpu_us"] = max(result["cpu_us"], 1e-9)
-            result["cpu_x"] = result["cpu_us"] / round_ref["cpu_us"]
+        def record(name, result, limit=None):
+            """`limit`: the reference row whose CPU this one's is divided by."""
+            round_ref[name] = max(result["cpu_us"], 1e-9)
+            result["cpu_x"] = result["cpu_us"] / round_ref[CEILING]
+            result["limit_x"] = result["cpu_us"] / round_ref[limit or name]
             runs.setdefault(name, []).append(result)
 
         issue_body = '{"audience":"bench-api","scope":"read"}'
         form = "grant_type=client_credentials&audience=bench-api&scope=read"
         for _ in range(rounds):
-            record("reference GET / (ceiling)", wrk(ref.pid, f"{ref_url}/", seconds, connections))
+            post = os.path.join(ROOT, "bench/post.lua")
+            verify_many = os.path.join(ROOT, "bench/verify_many.lua")
+            record(CEILING, wrk(ref.pid, f"{ref_url}/", seconds, connections))
             record("reference POST /echo (JSON)", wrk(ref.pid, f"{ref_url}/echo", seconds, connections,
-                   os.path.join(ROOT, "bench/post.lua"), {"BENCH_AUTH": "", "BENCH_BODY": issue_body}))
-            record("GET /api/health", wrk(srv.pid, f"{url}/api/health", seconds, connections))
+                   post, {"BENCH_AUTH": "", "BENCH_BODY": issue_body}))
+            record(SIGN_LIMIT, wrk(ref.pid, f"{ref_url}/sign", seconds, connections,
+                   post, {"BENCH_AUTH": "", "BENCH_BODY": issue_body}))
+            record("GET /api/health", wrk(srv.pid, f"{url}/api/health", seconds, connections), CEILING)
             record("POST /api/token", wrk(srv.pid, f"{url}/api/token", seconds, connections,
-                   os.path.join(ROOT, "bench/post.lua"),
-                   {"BENCH_AUTH": b64(f"bench-caller:{caller}"), "BENCH_BODY": issue_body}))
+                   post, {"BENCH_AUTH": b64(f"bench-caller:{caller}"), "BENCH_BODY": issue_body}), SIGN_LIMIT)
             record("POST /oauth/token", wrk(srv.pid, f"{url}/oauth/token", seconds, connections,
                    os.path.join(ROOT, "bench/form.lua"),
-                   {"BENCH_AUTH": b64(f"bench-caller:{caller}"), "BENCH_FORM": form}))
+                   {"BENCH_AUTH": b64(f"bench-caller:{caller}"), "BENCH_FORM": form}), SIGN_LIMIT)
             tokens = mint(env, per_round)
+            # The limit verifies the same tokens, never one it saw before.
+            record(VERIFY_LIMIT, wrk(ref.pid, f"{ref_url}/verify", seconds, connections, verify_many,
+                   {"BENCH_AUTH": "", "BENCH_TOKENS": tokens, "BENCH_AUDIENCE": "bench-api", "BENCH_PATH": "/verify"}))
             record("POST /api/token/verify (distinct)", wrk(srv.pid, f"{url}/api/token/verify", seconds, connections,
-                   os.path.join(ROOT, "bench/verify_many.lua"),
-                   {"BENCH_AUTH": b64(f"bench-api:{receiver}"), "BENCH_TOKENS": tokens, "BENCH_AUDIENCE": "bench-api"}))
+                   verify_many,
+                   {"BENCH_AUTH": b64(f"bench-api:{receiver}"), "BENCH_TOKENS": tokens, "BENCH_AUDIENCE": "bench-api"}),
+                   VERIFY_LIMIT)
             os.remove(tokens)
             if redis:
                 tokens = mint(renv, per_round, once=True)
                 record("verify single-use (Redis)", wrk(rsrv.pid, f"{rurl}/api/token/verify", seconds, connections,
-                       os.path.join(ROOT, "bench/verify_many.lua"),
-                       {"BENCH_AUTH": b64(f"bench-api:{rreceiver}"), "BENCH_TOKENS": tokens, "BENCH_AUDIENCE": "bench-api"}))
+                       verify_many,
+                       {"BENCH_AUTH": b64(f"bench-api:{rreceiver}"), "BENCH_TOKENS": tokens, "BENCH_AUDIENCE": "bench-api"}),
+                       VERIFY_LIMIT)
                 os.remove(tokens)
 
-        ceiling = statistics.median(r["rps"] for r in runs["reference GET / (ceiling)"])
-        ceiling_p99 = statistics.median(r["p99"] for r in runs["reference GET / (ceiling)"])
+        ceiling = statistics.median(r["rps"] for r in runs[CEILING])
+        ceiling_p99 = statistics.median(r["p99"] for r in runs[CEILING])
         head = (f"auth-jit on {os.cpu_count()} cores, wrk -t2 -c{connections} -d{seconds}s, "
                 f"{rounds} interleaved rounds, medians")
         lines = [head, "",
-                 "| endpoint | rps | p50 ms | p99 ms | server CPU µs/req | CPU × ceiling's | peak RSS MB | × ceiling | non-2xx | reused tokens |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                 "| endpoint | rps | p50 ms | p99 ms | server CPU µs/req | CPU × ceiling's | CPU × limit | peak RSS MB | × ceiling | non-2xx | reused tokens |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         medians = {}
         for name, results in runs.items():
             m = {k: statistics.median(r[k] for r in results) for k in results[0]}
             medians[name] = m
-            lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['cpu_x']:.2f} | "
+            lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['cpu_x']:.2f} | {m['limit_x']:.2f} | "
                          f"{m['rss_mb']:.1f} | {m['rps'] / ceiling:.3f} | {sum(r['errors'] for r in results)} | "
                          f"{sum(r['reused'] for r in results)} |")
         issue = medians["POST /api/token"]
@@ -224,6 +248,12 @@ def main():
             ("peak RSS ≤ 30 MB", max(m["rss_mb"] for n, m in medians.items() if "reference" not in n) <= 30),
         ]
         lines += ["", "Targets (issue 10):"] + [f"- {'met' if ok else 'NOT met'}: {t}" for t, ok in targets]
+        sign, check = medians[SIGN_LIMIT], medians[VERIFY_LIMIT]
+        lines += ["", "The limits themselves, against the same targets (bare axum, no auth-jit code):",
+                  f"- POST + 1 signature: {sign['cpu_us']:.1f} µs, {sign['rps'] / ceiling:.3f} × ceiling; "
+                  f"auth-jit's issuance adds {issue['cpu_us'] - sign['cpu_us']:+.1f} µs",
+                  f"- POST + 1 verification: {check['cpu_us']:.1f} µs, {check['rps'] / ceiling:.3f} × ceiling; "
+                  f"auth-jit's verification adds {verify['cpu_us'] - check['cpu_us']:+.1f} µs"]
         text = "\n".join(lines)
         print(text)
         with open(os.path.join(ROOT, "bench/results.md"), "w") as f:

@@ -1,7 +1,8 @@
 -- wrk script: POST /api/token/verify, a different token every request.
 -- Environment: BENCH_AUTH (base64 of id:secret), BENCH_TOKENS (a file, one
--- token per line), BENCH_AUDIENCE. Each thread takes every n-th line and
--- formats its requests before the run, so a request costs wrk a table
+-- token per line), BENCH_AUDIENCE, and BENCH_PATH (default
+-- /api/token/verify; the reference's limit is /verify). Each thread takes
+-- every n-th line and formats its requests before the run, so a request costs wrk a table
 -- lookup, not a string build; there is no `response` callback (wrk
 -- counts statuses above 399 itself). wrk starts each thread after its
 -- `init` and its clock after the last one, so the first thread's requests
@@ -22,13 +23,14 @@ init = function(args)
   local stride = tonumber(os.getenv("BENCH_THREADS") or "2")
   local i = 0
   local aud = os.getenv("BENCH_AUDIENCE")
+  local path = os.getenv("BENCH_PATH") or "/api/token/verify"
   local headers = {["Content-Type"] = "application/json",
                    ["Authorization"] = "Basic " .. os.getenv("BENCH_AUTH")}
   for line in io.lines(os.getenv("BENCH_TOKENS")) do
     if i % stride == id then
       n = n + 1
       local body = '{"token":"' .. line .. '","audience":"' .. aud .. '"}'
-      requests[n] = wrk.format("POST", "/api/token/verify", headers, body)
+      requests[n] = wrk.format("POST", path, headers, body)
     end
     i = i + 1
   end
