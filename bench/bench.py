@@ -8,7 +8,8 @@ reference GET's in the same round), peak RSS (VmHWM, reset before each
 run) and the ratio to the ceiling's rps. Verification uses tokens never
 verified before (minted by examples/mint.rs with the server's key).
 
-The reference also measures the physical limits: `POST /sign` is an HTTP
+The reference also measures the physical limits: `GET /health` sends the
+same answer as `/api/health` (body and headers), `POST /sign` is an HTTP
 POST plus one Ed25519 signature, `POST /verify` an HTTP POST plus one
 verification (of the same tokens, with auth-jit's public key). The column
 "CPU × limit" divides a row's CPU by its limit's in the same round: what
@@ -37,6 +38,7 @@ REFERENCE = os.path.join(ROOT, "target/release/examples/reference")
 MINT = os.path.join(ROOT, "target/release/examples/mint")
 HZ = os.sysconf("SC_CLK_TCK")
 CEILING = "reference GET / (ceiling)"
+HEALTH_LIMIT = "reference GET /health (limit: health's answer)"
 SIGN_LIMIT = "reference POST /sign (limit: JSON + 1 signature)"
 VERIFY_LIMIT = "reference POST /verify (limit: JSON + 1 verification)"
 
@@ -194,11 +196,12 @@ def main():
             post = os.path.join(ROOT, "bench/post.lua")
             verify_many = os.path.join(ROOT, "bench/verify_many.lua")
             record(CEILING, wrk(ref.pid, f"{ref_url}/", seconds, connections))
+            record(HEALTH_LIMIT, wrk(ref.pid, f"{ref_url}/health", seconds, connections))
             record("reference POST /echo (JSON)", wrk(ref.pid, f"{ref_url}/echo", seconds, connections,
                    post, {"BENCH_AUTH": "", "BENCH_BODY": issue_body}))
             record(SIGN_LIMIT, wrk(ref.pid, f"{ref_url}/sign", seconds, connections,
                    post, {"BENCH_AUTH": "", "BENCH_BODY": issue_body}))
-            record("GET /api/health", wrk(srv.pid, f"{url}/api/health", seconds, connections), CEILING)
+            record("GET /api/health", wrk(srv.pid, f"{url}/api/health", seconds, connections), HEALTH_LIMIT)
             record("POST /api/token", wrk(srv.pid, f"{url}/api/token", seconds, connections,
                    post, {"BENCH_AUTH": b64(f"bench-caller:{caller}"), "BENCH_BODY": issue_body}), SIGN_LIMIT)
             record("POST /oauth/token", wrk(srv.pid, f"{url}/oauth/token", seconds, connections,
@@ -248,8 +251,10 @@ def main():
             ("peak RSS ≤ 30 MB", max(m["rss_mb"] for n, m in medians.items() if "reference" not in n) <= 30),
         ]
         lines += ["", "Targets (issue 10):"] + [f"- {'met' if ok else 'NOT met'}: {t}" for t, ok in targets]
-        sign, check = medians[SIGN_LIMIT], medians[VERIFY_LIMIT]
+        sign, check, same = medians[SIGN_LIMIT], medians[VERIFY_LIMIT], medians[HEALTH_LIMIT]
         lines += ["", "The limits themselves, against the same targets (bare axum, no auth-jit code):",
+                  f"- health's answer: {same['cpu_us']:.1f} µs, {same['rps'] / ceiling:.3f} × ceiling; "
+                  f"auth-jit's health adds {health['cpu_us'] - same['cpu_us']:+.1f} µs",
                   f"- POST + 1 signature: {sign['cpu_us']:.1f} µs, {sign['rps'] / ceiling:.3f} × ceiling; "
                   f"auth-jit's issuance adds {issue['cpu_us'] - sign['cpu_us']:+.1f} µs",
                   f"- POST + 1 verification: {check['cpu_us']:.1f} µs, {check['rps'] / ceiling:.3f} × ceiling; "

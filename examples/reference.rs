@@ -3,6 +3,9 @@
 //! against these in the same run.
 //!
 //! - `GET /`: the HTTP ceiling.
+//! - `GET /health`: the limit of `/api/health`: the same answer (JSON body,
+//!   request id, the four security headers), built by hand, so the bytes
+//!   on the wire cost the client as much as ours do.
 //! - `POST /echo`: a JSON body in, the same JSON out.
 //! - `POST /sign`: the limit of issuance, "an HTTP POST plus one
 //!   signature": a JSON body in, claims serialized, one Ed25519 signature
@@ -21,7 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{self as sig, Ed25519KeyPair, ParsedPublicKey};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -67,6 +71,33 @@ struct Issued {
 #[derive(Deserialize)]
 struct VerifyRequest {
     token: String,
+}
+
+/// `{"status":"ok"}` with the headers auth-jit sends on every JSON answer.
+async fn health() -> impl IntoResponse {
+    let mut id = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut id);
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let headers = [
+        (
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0")),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ),
+    ];
+    (headers, Json(serde_json::json!({ "status": "ok" })))
 }
 
 async fn sign(
@@ -152,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
+        .route("/health", get(health))
         .route(
             "/echo",
             post(|Json(body): Json<serde_json::Value>| async move { Json(body) }),
