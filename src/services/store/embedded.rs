@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{revocation_id, Party, Store, StoreError, TokenRef, TokenState};
+use super::{write_revocation_id, Store, StoreError, TokenRef, TokenState};
 
 /// revocation id (see `revocation_id`) -> keep_until
 const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
@@ -106,9 +106,12 @@ impl Deadline {
 
 fn is_revoked(
     table: &impl ReadableTable<&'static str, u64>,
-    ids: &[String; 3],
+    token: &TokenRef<'_>,
 ) -> Result<bool, StoreError> {
-    for id in ids {
+    let mut id =
+        String::with_capacity(token.jti.len() + 3 + token.client_id.len().max(token.aud.len()));
+    for party in token.parties() {
+        write_revocation_id(&mut id, token.jti, party);
         if table.get(id.as_str()).map_err(err)?.is_some() {
             return Ok(true);
         }
@@ -116,39 +119,27 @@ fn is_revoked(
     Ok(false)
 }
 
-fn revocation_ids(token: &TokenRef<'_>) -> [String; 3] {
-    [
-        revocation_id(token.jti, Party::Proven),
-        revocation_id(token.jti, Party::Client(token.client_id)),
-        revocation_id(token.jti, Party::Audience(token.aud)),
-    ]
+fn cut_off(
+    table: &impl ReadableTable<&'static str, (u64, u64)>,
+    token: &TokenRef<'_>,
+) -> Result<bool, StoreError> {
+    Ok(table
+        .get(token.client_id)
+        .map_err(err)?
+        .is_some_and(|cut| token.iat <= cut.value().0))
 }
 
-fn read_state(
-    db: &Database,
-    ids: &[String; 3],
-    jti: &str,
-    client: &str,
-    iat: u64,
-) -> Result<TokenState, StoreError> {
+fn read_state(db: &Database, token: &TokenRef<'_>) -> Result<TokenState, StoreError> {
     let txn = db.begin_read().map_err(err)?;
-    if is_revoked(&txn.open_table(REVOKED).map_err(err)?, ids)? {
-        return Ok(TokenState::Revoked);
-    }
-    if let Some(cut) = txn
-        .open_table(CLIENT_CUTOFF)
-        .map_err(err)?
-        .get(client)
-        .map_err(err)?
+    if is_revoked(&txn.open_table(REVOKED).map_err(err)?, token)?
+        || cut_off(&txn.open_table(CLIENT_CUTOFF).map_err(err)?, token)?
     {
-        if iat <= cut.value().0 {
-            return Ok(TokenState::Revoked);
-        }
+        return Ok(TokenState::Revoked);
     }
     if txn
         .open_table(USED)
         .map_err(err)?
-        .get(jti)
+        .get(token.jti)
         .map_err(err)?
         .is_some()
     {
@@ -160,17 +151,27 @@ fn read_state(
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn check(&self, token: TokenRef<'_>, consume: bool) -> Result<TokenState, StoreError> {
-        let ids = revocation_ids(&token);
-        let jti = token.jti.to_owned();
-        let client = token.client_id.to_owned();
-        let (iat, keep_until) = (token.iat, token.keep_until);
         if !(consume && token.single_use) {
             // A read transaction on a small, hot file takes microseconds and
             // never waits for a writer (redb readers see the last commit),
             // so it runs here: a blocking-pool hop would cost more than it.
-            return read_state(&self.db, &ids, &jti, &client, iat);
+            return read_state(&self.db, &token);
         }
+        let (jti, client, aud) = (
+            token.jti.to_owned(),
+            token.client_id.to_owned(),
+            token.aud.to_owned(),
+        );
+        let (iat, keep_until) = (token.iat, token.keep_until);
         self.blocking(move |db, deadline| {
+            let token = TokenRef {
+                jti: &jti,
+                client_id: &client,
+                aud: &aud,
+                iat,
+                keep_until,
+                single_use: true,
+            };
             // redb allows one write transaction at a time: check-and-set here
             // is atomic against every other request of this process.
             let txn = db.begin_write().map_err(err)?;
@@ -178,16 +179,12 @@ impl Store for EmbeddedStore {
                 let revoked = txn.open_table(REVOKED).map_err(err)?;
                 let cutoffs = txn.open_table(CLIENT_CUTOFF).map_err(err)?;
                 let mut used = txn.open_table(USED).map_err(err)?;
-                let cut_off = cutoffs
-                    .get(client.as_str())
-                    .map_err(err)?
-                    .is_some_and(|c| iat <= c.value().0);
-                if cut_off || is_revoked(&revoked, &ids)? {
+                if cut_off(&cutoffs, &token)? || is_revoked(&revoked, &token)? {
                     TokenState::Revoked
-                } else if used.get(jti.as_str()).map_err(err)?.is_some() {
+                } else if used.get(token.jti).map_err(err)?.is_some() {
                     TokenState::AlreadyUsed
                 } else {
-                    used.insert(jti.as_str(), keep_until).map_err(err)?;
+                    used.insert(token.jti, keep_until).map_err(err)?;
                     TokenState::Active
                 }
             };

@@ -42,10 +42,37 @@ pub enum Party<'a> {
 /// The store key of a revocation. Token ids are base64url, so the separator
 /// cannot be forged into a jti.
 pub fn revocation_id(jti: &str, party: Party<'_>) -> String {
+    let mut id = String::new();
+    write_revocation_id(&mut id, jti, party);
+    id
+}
+
+/// [`revocation_id`] into `out`, which is cleared first: a check of all
+/// three parties reuses one buffer.
+pub fn write_revocation_id(out: &mut String, jti: &str, party: Party<'_>) {
+    out.clear();
+    out.push_str(jti);
     match party {
-        Party::Proven => jti.to_owned(),
-        Party::Client(c) => format!("{jti}|c:{c}"),
-        Party::Audience(a) => format!("{jti}|a:{a}"),
+        Party::Proven => {}
+        Party::Client(c) => {
+            out.push_str("|c:");
+            out.push_str(c);
+        }
+        Party::Audience(a) => {
+            out.push_str("|a:");
+            out.push_str(a);
+        }
+    }
+}
+
+impl TokenRef<'_> {
+    /// The three parties whose revocation ends this token.
+    pub fn parties(&self) -> [Party<'_>; 3] {
+        [
+            Party::Proven,
+            Party::Client(self.client_id),
+            Party::Audience(self.aud),
+        ]
     }
 }
 

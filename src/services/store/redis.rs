@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use redis::{Cmd, FromRedisValue};
 
 use super::link::{Link, Purpose};
-use super::{revocation_id, Party, Store, StoreError, TokenRef, TokenState};
+use super::{revocation_id, Store, StoreError, TokenRef, TokenState};
 use crate::settings::StoreMode;
 
 /// KEYS: P{jti}:revoked:ID for the three revocation ids, P{jti}:used.
@@ -204,12 +204,10 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn check(&self, token: TokenRef<'_>, consume: bool) -> Result<TokenState, StoreError> {
         let consume = consume && token.single_use;
-        let keys = [
-            self.revoked_key(&revocation_id(token.jti, Party::Proven)),
-            self.revoked_key(&revocation_id(token.jti, Party::Client(token.client_id))),
-            self.revoked_key(&revocation_id(token.jti, Party::Audience(token.aud))),
-            self.token_key(token.jti, "used"),
-        ];
+        let [a, b, c] = token
+            .parties()
+            .map(|party| self.revoked_key(&revocation_id(token.jti, party)));
+        let keys = [a, b, c, self.token_key(token.jti, "used")];
         let mut check = eval(CHECK, &keys.each_ref().map(String::as_str));
         check
             .arg(if consume { "1" } else { "0" })
