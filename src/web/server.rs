@@ -28,7 +28,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 /// Why the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +126,8 @@ pub async fn serve(
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(connection);

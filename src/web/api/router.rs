@@ -3,8 +3,6 @@
 //! landing page, JSON errors for whatever a layer answers, and the layers.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,9 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper::body::Incoming;
 use tower::Service;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -175,15 +171,39 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-/// The response body the stack gives hyper (the panic catcher boxes it).
-pub type AppBody = tower_http::body::UnsyncBoxBody<axum::body::Bytes, tower_http::BoxError>;
+/// The routes as the edge calls them: the router, with the body limit the
+/// extractors read.
+type Routes = <axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service;
 
-/// The application as hyper serves it.
-pub type App =
-    tower::util::BoxCloneSyncService<Request<Incoming>, axum::http::Response<AppBody>, Infallible>;
+/// The application as hyper serves it: the edge (see [`Edge`]) around the
+/// routes. Cloning it costs two reference counts, and its future is named
+/// by the compiler, not boxed: no allocation per request before routing.
+#[derive(Clone)]
+pub struct App {
+    edge: std::sync::Arc<Edge>,
+    routes: Routes,
+}
 
-/// The whole application: the routes, and around them, as one tower stack,
-/// the layers every request passes. They wrap the router, not its routes:
+impl App {
+    /// Answers one request. A panic anywhere below is answered 500 in the
+    /// one JSON shape: inside the routes by the edge (with the request id
+    /// and the security headers, and counted), in the edge itself here.
+    pub async fn handle<B>(self, request: Request<B>) -> Response
+    where
+        B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        use futures_util::FutureExt;
+        let answer = self.edge.handle(self.routes, request.map(Body::new));
+        match std::panic::AssertUnwindSafe(answer).catch_unwind().await {
+            Ok(response) => response,
+            Err(_) => ApiError::Internal.into_response(),
+        }
+    }
+}
+
+/// The whole application: the routes, and around them the edge, the
+/// one service every request passes. It wraps the router, not its routes:
 /// `Router::layer` would wrap every route in a boxed service of its own,
 /// one allocation and one boxed future per layer and request.
 pub fn router(state: AppState) -> App {
@@ -209,7 +229,6 @@ pub fn router(state: AppState) -> App {
         routes.iter().all(|route| !route.contains('{')),
         "a route with a path parameter would be labelled unmatched"
     );
-    // One reference count per request, not one per field.
     let edge = std::sync::Arc::new(Edge {
         in_flight: state.in_flight.clone(),
         draining: state.draining.clone(),
@@ -225,17 +244,10 @@ pub fn router(state: AppState) -> App {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    let stack = tower::ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
-        .layer(tower::layer::layer_fn(move |inner| EdgeService {
-            inner,
-            edge: std::sync::Arc::clone(&edge),
-        }))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .service(routes);
-    tower::util::BoxCloneSyncService::new(stack)
+    App {
+        edge,
+        routes: tower::Layer::layer(&axum::extract::DefaultBodyLimit::max(body_limit), routes),
+    }
 }
 
 /// Where the OpenAPI document is served.
@@ -341,40 +353,13 @@ type RouteSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
 ///    balancer must see the truth;
 /// 4. a declared body over `AUTH_JIT_MAX_BODY_BYTES` is refused (413)
 ///    unread; the extractors bound undeclared ones by the same limit;
-/// 5. `AUTH_JIT_REQUEST_TIMEOUT_SECS` for the whole answer (408);
+/// 5. `AUTH_JIT_REQUEST_TIMEOUT_SECS` for the whole answer (408); a panic
+///    in a handler is answered 500 `server_error`, like any other 5xx;
 /// 6. one JSON error shape for the bare answers from inside (the
 ///    extractors' body limit, method not allowed);
 /// 7. `Connection: close` on every response while the server drains;
 /// 8. security headers, with a strict CSP on the pages;
 /// 9. request duration by method, route and status.
-#[derive(Clone)]
-struct EdgeService<S> {
-    inner: S,
-    edge: std::sync::Arc<Edge>,
-}
-
-impl<S> Service<Request<Incoming>> for EdgeService<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        // The service that was polled ready serves this request.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let edge = std::sync::Arc::clone(&self.edge);
-        Box::pin(async move { Ok(edge.handle(inner, request.map(Body::new)).await) })
-    }
-}
-
 impl Edge {
     /// The route a path takes: a static route, Swagger UI's pages, or
     /// [`UNMATCHED`].
@@ -386,10 +371,11 @@ impl Edge {
         }
     }
 
-    async fn handle<S>(self: std::sync::Arc<Self>, mut inner: S, request: Request) -> Response
+    async fn handle<S>(&self, inner: S, request: Request) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
+        use tower::ServiceExt;
         use tracing::Instrument;
         let started = std::time::Instant::now();
         let method = method_label(request.method());
@@ -421,14 +407,18 @@ impl Edge {
                     ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
                 }
                 Ok(permit) => {
-                    let response =
-                        match tokio::time::timeout(self.timeout, inner.call(request)).await {
-                            Ok(Ok(response)) => json_errors(response),
-                            Ok(Err(never)) => match never {},
-                            Err(_) => {
-                                ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response()
-                            }
-                        };
+                    use futures_util::FutureExt;
+                    let call = std::panic::AssertUnwindSafe(inner.oneshot(request)).catch_unwind();
+                    let response = match tokio::time::timeout(self.timeout, call).await {
+                        Ok(Ok(Ok(response))) => json_errors(response),
+                        Ok(Ok(Err(never))) => match never {},
+                        // The panic message went to stderr through the hook;
+                        // the caller learns only that it was our fault.
+                        Ok(Err(_panic)) => ApiError::Internal.into_response(),
+                        Err(_) => {
+                            ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response()
+                        }
+                    };
                     drop(permit);
                     if response.status().is_server_error() {
                         tracing::warn!(
@@ -567,4 +557,69 @@ fn json_errors(response: Response) -> Response {
         return replaced;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An app of two routes around the real edge.
+    fn app() -> App {
+        let routes = Router::new()
+            .route("/api/health", get(|| async { "ok" }))
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("a handler bug");
+                    }
+                    "unreachable"
+                }),
+            );
+        App {
+            edge: std::sync::Arc::new(Edge {
+                in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(8)),
+                draining: crate::web::server::Draining::default(),
+                timeout: Duration::from_secs(5),
+                max_body: 1024,
+                traced: false,
+                routes: ["/api/health".to_owned(), "/boom".to_owned()]
+                    .into_iter()
+                    .collect(),
+            }),
+            routes: tower::Layer::layer(&axum::extract::DefaultBodyLimit::max(1024), routes),
+        }
+    }
+
+    async fn get_path(app: App, path: &str) -> Response {
+        let request = Request::get(path)
+            .header(REQUEST_ID, "caller-id-1")
+            .body(Body::empty())
+            .expect("a valid request");
+        app.handle(request).await
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_the_json_500_with_the_edge_headers() {
+        let app = app();
+        let response = get_path(app.clone(), "/boom").await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers();
+        assert_eq!(headers[REQUEST_ID], "caller-id-1");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], API_CSP);
+        assert!(headers[header::CONTENT_TYPE]
+            .as_bytes()
+            .starts_with(b"application/json"));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"], "server_error");
+        assert!(!body.to_string().contains("a handler bug"));
+        // The panic ended one request, not the service.
+        let response = get_path(app, "/api/health").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[REQUEST_ID], "caller-id-1");
+    }
 }
