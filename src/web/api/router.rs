@@ -177,7 +177,8 @@ type Routes = <axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service
 
 /// The application as hyper serves it: the edge (see [`Edge`]) around the
 /// routes. Cloning it costs two reference counts, and its future is named
-/// by the compiler, not boxed: no allocation per request before routing.
+/// by the compiler, not boxed: nothing is boxed per request before the
+/// router.
 #[derive(Clone)]
 pub struct App {
     edge: std::sync::Arc<Edge>,
