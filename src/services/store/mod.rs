@@ -42,7 +42,11 @@ pub enum Party<'a> {
 /// The store key of a revocation. Token ids are base64url, so the separator
 /// cannot be forged into a jti.
 pub fn revocation_id(jti: &str, party: Party<'_>) -> String {
-    let mut id = String::new();
+    let named = match party {
+        Party::Proven => "",
+        Party::Client(name) | Party::Audience(name) => name,
+    };
+    let mut id = String::with_capacity(jti.len() + 3 + named.len());
     write_revocation_id(&mut id, jti, party);
     id
 }
